@@ -1,0 +1,77 @@
+"""Provenance of a run: which code, which versions, which hardware, which parameters, when.
+
+Every row in the results store points (by run_id) at one of these records.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import platform
+import subprocess
+import uuid
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def git_commit() -> str:
+    """The commit of the working tree, with '+dirty' when uncommitted changes exist."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+        return sha + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("EFFX_COMMIT", "unknown")
+
+
+@functools.cache
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def versions() -> dict[str, str]:
+    import torch
+
+    import effx
+    out = {"effx": effx.__version__, "python": platform.python_version(), "torch": torch.__version__}
+    for name in ("triton", "transformers", "torchaudio"):
+        try:
+            out[name] = __import__(name).__version__
+        except Exception:  # not installed, or fails to import beside this torch
+            out[name] = "absent"
+    return out
+
+
+def hardware(device: str = "cpu") -> dict[str, str | int]:
+    import torch
+    info: dict[str, str | int] = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count() or 0,
+                                  "torch_threads": torch.get_num_threads(), "device": str(device)}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        info["gpu_name"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda or "unknown"
+    return info
+
+
+def new_run(study: str, profile: str, params: dict, device: str = "cpu") -> dict:
+    """A provenance record for one execution of a study."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return {
+        "run_id": now.strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6],
+        "study": study,
+        "profile": profile,
+        "date": now.isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "versions": versions(),
+        "hardware": hardware(device),
+        "params": params,
+    }
