@@ -73,6 +73,30 @@ def positive_ints(doc: str = "", maximum: int | None = None) -> Param:
     return Param(check, doc)
 
 
+def mapping_of(item: Param, keys: tuple[str, ...], doc: str = "") -> Param:
+    """A dict whose keys are among `keys` and whose values each pass `item`."""
+    def check(name, value):
+        if not isinstance(value, dict) or not value:
+            raise ParameterError(name, value, f"a dict with keys among {', '.join(map(repr, keys))}")
+        bad = [k for k in value if k not in keys]
+        if bad:
+            raise ParameterError(name, bad[0], ", ".join(map(repr, keys)), why="unknown key")
+        return {k: item.check(f"{name}[{k!r}]", v) for k, v in value.items()}
+    return Param(check, doc)
+
+
+def positive_numbers(doc: str = "") -> Param:
+    """A non-empty list of positive numbers, returned sorted and without duplicates."""
+    def check(name, value):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ParameterError(name, value, "a non-empty list of positive numbers")
+        for v in value:
+            if not isinstance(v, numbers.Real) or isinstance(v, bool) or v <= 0:
+                raise ParameterError(name, v, "positive numbers", why=f"in list {list(value)!r}")
+        return sorted(set(value))
+    return Param(check, doc)
+
+
 def positive_number(doc: str = "") -> Param:
     def check(name, value):
         if not isinstance(value, numbers.Real) or isinstance(value, bool) or value <= 0:
@@ -140,7 +164,9 @@ def validate(study: str, params: dict) -> dict:
     if missing:
         raise ParameterError(missing[0], None, schema[missing[0]].doc or "a value",
                              why="missing: the parameters cell must define it")
-    return {name: schema[name].check(name, params[name]) for name in schema}
+    values = {name: schema[name].check(name, params[name]) for name in schema}
+    cross_check = getattr(STUDIES[study], "cross_check", None)   # checks across parameters
+    return cross_check(values) if cross_check else values
 
 
 def describe(study: str) -> dict[str, str]:

@@ -186,7 +186,7 @@ def provenance_summary(store: ResultStore, table: pd.DataFrame | None = None) ->
         if run_id not in used:
             continue
         hw, ver = run["hardware"], run["versions"]
-        rows.append({"run": run_id, "date": run["date"], "commit": run["commit"][:12],
+        rows.append({"run": run_id, "date": run["date"], "commit": run["commit"][:12] + ("+dirty" if run["commit"].endswith("+dirty") else ""),
                      "device": hw.get("gpu_name", hw["cpu_model"]), "threads": hw.get("torch_threads"),
                      "torch": ver["torch"], "triton": ver.get("triton"), "effx": ver["effx"],
                      "points": int((table.run_id == run_id).sum())})

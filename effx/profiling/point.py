@@ -1,6 +1,6 @@
 """Measure one point: latency, peak memory and FLOPs of one step, inference or training.
 
-A *step* is one call of the model on one batch: under ``torch.inference_mode`` for inference, or
+A *step* is one call of the model on one batch: under ``torch.no_grad`` for inference, or
 forward + backward of a scalar (the sum of the outputs) for training, gradients cleared after.
 """
 from __future__ import annotations
@@ -34,7 +34,9 @@ def make_step(forward: Callable[[], object], mode: str, module: torch.nn.Module 
     """Wrap a zero-argument forward call into an inference or training step."""
     if mode == "inference":
         def step():
-            with torch.inference_mode():
+            # no_grad rather than inference_mode: FlopCounterMode cannot evaluate parametrized
+            # weights (torchaudio's weight-normed convolution) under inference_mode
+            with torch.no_grad():
                 return forward()
         return step
     if mode == "training":

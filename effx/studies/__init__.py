@@ -9,8 +9,8 @@ import importlib
 
 _MODULES = {
     "attention_scaling": "effx.studies.attention_scaling",
+    "tipping_points": "effx.studies.tipping_points",
     "reproducibility": "effx.studies.reproducibility",
-    "transkimmer_glue": "effx.studies.transkimmer_glue",
 }
 
 

@@ -1,0 +1,362 @@
+"""Sliding-window attention in Triton, forward and backward: query i attends to keys |i - j| <= window.
+
+The FlashAttention-2 recipe (Dao, 2023) restricted to a band, as in Longformer's local attention.
+Shapes: q, k, v, out are (B, H, T, D); key_padding_mask is (B, T) bool, True = real token.
+
+Forward (`_fwd_kernel`): one program per (query block of BLOCK_M rows, batch*head). It visits only
+the key blocks that intersect [start - window, end + window], so work is O(T * (BLOCK_M + 2 * window))
+and linear in T. Online softmax in base 2 with fp32 accumulators; each row stores its log-sum-exp
+(base 2, of the scaled scores) for the backward. A row with no allowed key outputs zeros (lse = 0).
+
+Backward: delta = rowsum(dO * O) (fp32, in PyTorch), then
+  `_bwd_dkdv_kernel`: one program per key block; loops over the query blocks of its band and
+                      accumulates dK, dV (P is recomputed from the stored lse);
+  `_bwd_dq_kernel`:   one program per query block; loops over the key blocks of its band.
+No atomics: every output row is written by exactly one program.
+
+Head dims up to 256 are supported (D is padded to a power of two >= 16 inside the kernels by
+masked loads). fp32 inputs use exact ("ieee") dots; bf16/fp16 use tensor cores with fp32 accumulation.
+Under TRITON_INTERPRET=1 the kernels run on CPU tensors (slow; used by the tests).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634  # log2(e): softmax in base 2 uses exp2
+MAX_HEAD_DIM = 256
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# ---------------------------------------------------------------------------------------------
+# Configurations. On a GPU a small autotune (configs that do not fit are pruned by Triton as
+# out-of-resources); under the interpreter one small config with unequal blocks, so that the
+# tests exercise the band alignment logic with several blocks per sequence.
+# ---------------------------------------------------------------------------------------------
+
+
+def _configs(pairs):
+    if INTERPRET:
+        return [triton.Config({"BLOCK_M": pairs[0][0], "BLOCK_N": pairs[0][1]})]
+    return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+            for m, n, w, s in pairs[1:]]
+
+
+# first entry: the interpreter's config; the rest: GPU candidates (BLOCK_M, BLOCK_N, warps, stages)
+FWD_CONFIGS = _configs([(32, 16), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)])
+DKDV_CONFIGS = _configs([(16, 32), (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3)])
+DQ_CONFIGS = _configs([(32, 16), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)])
+TUNE_KEY = ["window", "BLOCK_D"]  # Triton adds the tensors' dtypes to the key
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+
+@triton.jit
+def _mma(a, b, INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr):
+    """a @ b with fp32 accumulation. DOT_FP32 upcasts the operands first: only for bf16 under the
+    interpreter, whose dot multiplies bf16 bit patterns as integers (the values are the same)."""
+    if DOT_FP32:
+        c = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        c = tl.dot(a, b, input_precision=INPUT_PRECISION)
+    return c
+
+
+@triton.autotune(configs=FWD_CONFIGS, key=TUNE_KEY)
+@triton.jit
+def _fwd_kernel(Q, K, V, Out, LSE, KPM,
+                stride_qb, stride_qh, stride_qt,
+                stride_kb, stride_kh, stride_kt,
+                stride_vb, stride_vh, stride_vt,
+                stride_ob, stride_oh, stride_ot,
+                H, T, D, window, qk_scale,
+                HAS_KPM: tl.constexpr, BLOCK_D: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    o_base = Out + off_b * stride_ob + off_h * stride_oh
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    row_ok = offs_m < T
+    q = tl.load(q_base + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None] & d_ok[None, :], other=0.0)            # (BLOCK_M, BLOCK_D)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)               # running max (base 2)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)                             # running sum of exp2
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    # key blocks intersecting the band [start_m - window, start_m + BLOCK_M - 1 + window]
+    lo = (tl.maximum(start_m - window, 0) // BLOCK_N) * BLOCK_N
+    hi = tl.minimum(start_m + BLOCK_M + window, T)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        col_ok = offs_n < T
+        kt = tl.load(k_base + offs_n[None, :] * stride_kt + offs_d[:, None],
+                     mask=col_ok[None, :] & d_ok[:, None], other=0.0)       # (BLOCK_D, BLOCK_N)
+        s = _mma(q, kt, INPUT_PRECISION, DOT_FP32) * qk_scale       # (BLOCK_M, BLOCK_N)
+        dist = offs_m[:, None] - offs_n[None, :]
+        allowed = (dist <= window) & (dist >= -window) & col_ok[None, :]
+        if HAS_KPM:
+            kp = tl.load(KPM + off_b * T + offs_n, mask=col_ok, other=0)
+            allowed = allowed & (kp != 0)[None, :]
+        s = tl.where(allowed, s, float("-inf"))
+
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)               # empty so far: no NaN
+        p = tl.exp2(s - m_safe[:, None])
+        alpha = tl.exp2(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + offs_n[:, None] * stride_vt + offs_d[None, :],
+                    mask=col_ok[:, None] & d_ok[None, :], other=0.0)        # (BLOCK_N, BLOCK_D)
+        acc = acc * alpha[:, None]
+        acc += _mma(p.to(v.dtype), v, INPUT_PRECISION, DOT_FP32)
+        m_i = m_new
+
+    empty = l_i == 0.0                                                      # no allowed key
+    l_safe = tl.where(empty, 1.0, l_i)
+    acc = acc / l_safe[:, None]
+    lse = tl.where(empty, 0.0, m_i + tl.log2(l_safe))
+    tl.store(LSE + pid_bh.to(tl.int64) * T + offs_m, lse, mask=row_ok)
+    tl.store(o_base + offs_m[:, None] * stride_ot + offs_d[None, :], acc.to(Out.dtype.element_ty),
+             mask=row_ok[:, None] & d_ok[None, :])
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------------
+
+@triton.autotune(configs=DKDV_CONFIGS, key=TUNE_KEY)
+@triton.jit
+def _bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, KPM, DK, DV,
+                     stride_qb, stride_qh, stride_qt,
+                     stride_kb, stride_kh, stride_kt,
+                     stride_vb, stride_vh, stride_vt,
+                     stride_dob, stride_doh, stride_dot,
+                     stride_gb, stride_gh, stride_gt,                       # dk and dv (same layout)
+                     H, T, D, window, qk_scale, sm_scale,
+                     HAS_KPM: tl.constexpr, BLOCK_D: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_n = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    do_base = DO + off_b * stride_dob + off_h * stride_doh
+    stats = pid_bh.to(tl.int64) * T                                         # lse / delta row offset
+
+    start_n = pid_n * BLOCK_N
+    offs_n = start_n + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    key_ok = offs_n < T
+    kv_mask = key_ok[:, None] & d_ok[None, :]
+    k = tl.load(k_base + offs_n[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+    v = tl.load(v_base + offs_n[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
+    if HAS_KPM:
+        kp = tl.load(KPM + off_b * T + offs_n, mask=key_ok, other=0)
+        key_ok = key_ok & (kp != 0)
+    dk = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+
+    # query blocks intersecting the band [start_n - window, start_n + BLOCK_N - 1 + window]
+    lo = (tl.maximum(start_n - window, 0) // BLOCK_M) * BLOCK_M
+    hi = tl.minimum(start_n + BLOCK_N + window, T)
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < T
+        qd_mask = row_ok[:, None] & d_ok[None, :]
+        q = tl.load(q_base + offs_m[:, None] * stride_qt + offs_d[None, :], mask=qd_mask, other=0.0)
+        do = tl.load(do_base + offs_m[:, None] * stride_dot + offs_d[None, :], mask=qd_mask, other=0.0)
+        lse = tl.load(LSE + stats + offs_m, mask=row_ok, other=0.0)
+        delta = tl.load(DELTA + stats + offs_m, mask=row_ok, other=0.0)
+
+        st = _mma(k, tl.trans(q), INPUT_PRECISION, DOT_FP32) * qk_scale   # (BLOCK_N, BLOCK_M)
+        dist = offs_m[None, :] - offs_n[:, None]
+        allowed = (dist <= window) & (dist >= -window) & key_ok[:, None] & row_ok[None, :]
+        pt = tl.exp2(tl.where(allowed, st - lse[None, :], float("-inf")))  # P^T, fp32
+        dv += _mma(pt.to(do.dtype), do, INPUT_PRECISION, DOT_FP32)
+        dpt = _mma(v, tl.trans(do), INPUT_PRECISION, DOT_FP32)      # (dO V^T)^T
+        dst = pt * (dpt - delta[None, :])                                   # dS^T (natural units)
+        dk += _mma(dst.to(q.dtype), q, INPUT_PRECISION, DOT_FP32)
+
+    dk = dk * sm_scale
+    g_off = off_b * stride_gb + off_h * stride_gh + offs_n[:, None] * stride_gt + offs_d[None, :]
+    g_mask = (offs_n < T)[:, None] & d_ok[None, :]
+    tl.store(DK + g_off, dk.to(DK.dtype.element_ty), mask=g_mask)
+    tl.store(DV + g_off, dv.to(DV.dtype.element_ty), mask=g_mask)
+
+
+@triton.autotune(configs=DQ_CONFIGS, key=TUNE_KEY)
+@triton.jit
+def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, KPM, DQ,
+                   stride_qb, stride_qh, stride_qt,
+                   stride_kb, stride_kh, stride_kt,
+                   stride_vb, stride_vh, stride_vt,
+                   stride_dob, stride_doh, stride_dot,
+                   stride_gb, stride_gh, stride_gt,
+                   H, T, D, window, qk_scale, sm_scale,
+                   HAS_KPM: tl.constexpr, BLOCK_D: tl.constexpr,
+                INPUT_PRECISION: tl.constexpr, DOT_FP32: tl.constexpr,
+                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    off_b = (pid_bh // H).to(tl.int64)
+    off_h = (pid_bh % H).to(tl.int64)
+    k_base = K + off_b * stride_kb + off_h * stride_kh
+    v_base = V + off_b * stride_vb + off_h * stride_vh
+    stats = pid_bh.to(tl.int64) * T
+
+    start_m = pid_m * BLOCK_M
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < D
+    row_ok = offs_m < T
+    qd_mask = row_ok[:, None] & d_ok[None, :]
+    q = tl.load(Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=qd_mask, other=0.0)
+    do = tl.load(DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dot
+                 + offs_d[None, :], mask=qd_mask, other=0.0)
+    lse = tl.load(LSE + stats + offs_m, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + stats + offs_m, mask=row_ok, other=0.0)
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+
+    lo = (tl.maximum(start_m - window, 0) // BLOCK_N) * BLOCK_N
+    hi = tl.minimum(start_m + BLOCK_M + window, T)
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        col_ok = offs_n < T
+        kv_mask = col_ok[:, None] & d_ok[None, :]
+        k = tl.load(k_base + offs_n[:, None] * stride_kt + offs_d[None, :], mask=kv_mask, other=0.0)
+        v = tl.load(v_base + offs_n[:, None] * stride_vt + offs_d[None, :], mask=kv_mask, other=0.0)
+        s = _mma(q, tl.trans(k), INPUT_PRECISION, DOT_FP32) * qk_scale    # (BLOCK_M, BLOCK_N)
+        dist = offs_m[:, None] - offs_n[None, :]
+        allowed = (dist <= window) & (dist >= -window) & col_ok[None, :]
+        if HAS_KPM:
+            kp = tl.load(KPM + off_b * T + offs_n, mask=col_ok, other=0)
+            allowed = allowed & (kp != 0)[None, :]
+        p = tl.exp2(tl.where(allowed, s - lse[:, None], float("-inf")))
+        dp = _mma(do, tl.trans(v), INPUT_PRECISION, DOT_FP32)
+        ds = p * (dp - delta[:, None])
+        dq += _mma(ds.to(k.dtype), k, INPUT_PRECISION, DOT_FP32)
+
+    dq = dq * sm_scale
+    tl.store(DQ + off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :],
+             dq.to(DQ.dtype.element_ty), mask=qd_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------
+
+def _bht_strides(x):
+    return x.stride(0), x.stride(1), x.stride(2)
+
+
+def _common_meta(x, kpm):
+    d = x.shape[-1]
+    return dict(HAS_KPM=kpm is not None, BLOCK_D=max(16, triton.next_power_of_2(d)),
+                INPUT_PRECISION="ieee" if x.dtype == torch.float32 else None,  # None: Triton default
+                DOT_FP32=INTERPRET and x.dtype == torch.bfloat16)
+
+
+def _forward(q, k, v, window, kpm, sm_scale):
+    """Launch the forward. Returns out (B, H, T, D) and lse (B, H, T) fp32 (base 2)."""
+    b, h, t, d = q.shape
+    out = torch.empty((b, h, t, d), device=q.device, dtype=q.dtype)
+    lse = torch.empty((b, h, t), device=q.device, dtype=torch.float32)
+    grid = lambda meta: (triton.cdiv(t, meta["BLOCK_M"]), b * h)  # noqa: E731
+    _fwd_kernel[grid](q, k, v, out, lse, kpm if kpm is not None else q,
+                      *_bht_strides(q), *_bht_strides(k), *_bht_strides(v), *_bht_strides(out),
+                      h, t, d, window, sm_scale * LOG2E, **_common_meta(q, kpm))
+    return out, lse
+
+
+def _backward(do, q, k, v, out, lse, window, kpm, sm_scale):
+    """Launch the backward. Returns dq, dk, dv (B, H, T, D) in q's dtype."""
+    b, h, t, d = q.shape
+    delta = (do.float() * out.float()).sum(-1).contiguous()                 # (B, H, T) fp32
+    dq = torch.empty((b, h, t, d), device=q.device, dtype=q.dtype)
+    dk = torch.empty_like(dq)
+    dv = torch.empty_like(dq)
+    kpm_arg = kpm if kpm is not None else q
+    args = (*_bht_strides(q), *_bht_strides(k), *_bht_strides(v), *_bht_strides(do), *_bht_strides(dq),
+            h, t, d, window, sm_scale * LOG2E, sm_scale)
+    meta = _common_meta(q, kpm)
+    grid_n = lambda m: (triton.cdiv(t, m["BLOCK_N"]), b * h)  # noqa: E731
+    _bwd_dkdv_kernel[grid_n](q, k, v, do, lse, delta, kpm_arg, dk, dv, *args, **meta)
+    grid_m = lambda m: (triton.cdiv(t, m["BLOCK_M"]), b * h)  # noqa: E731
+    _bwd_dq_kernel[grid_m](q, k, v, do, lse, delta, kpm_arg, dq, *args, **meta)
+    return dq, dk, dv
+
+
+def _unit_stride_last(x):
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd and public function
+# ---------------------------------------------------------------------------------------------
+
+class SlidingWindowAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, window, kpm, sm_scale):
+        out, lse = _forward(q, k, v, window, kpm, sm_scale)
+        ctx.save_for_backward(q, k, v, out, lse, kpm)
+        ctx.window, ctx.sm_scale, ctx.has_kpm = window, sm_scale, kpm is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, out, lse, kpm = ctx.saved_tensors
+        kpm = kpm if ctx.has_kpm else None
+        do = _unit_stride_last(do.to(q.dtype))
+        dq, dk, dv = _backward(do, q, k, v, out, lse, ctx.window, kpm, ctx.sm_scale)
+        return dq, dk, dv, None, None, None
+
+
+def sliding_window_attention_triton(q, k, v, *, window: int, key_padding_mask=None, scale=None):
+    """Sliding-window attention |i - j| <= window with the Triton kernel (differentiable).
+
+    q, k, v: (B, H, T, D), same shape, dtype and device (float32, bfloat16 or float16; D <= 256);
+    key_padding_mask: optional (B, T) bool, True = real token; scale: default 1/sqrt(D).
+    Returns (B, H, T, D) in q's dtype. Rows with no allowed key give zeros.
+    """
+    if not (q.shape == k.shape == v.shape) or q.dim() != 4:
+        raise ValueError(f"q, k, v must share one (B, H, T, D) shape; got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"q, k, v dtypes {q.dtype}, {k.dtype}, {v.dtype}; allowed: one of "
+                         "float32, bfloat16, float16 for all three")
+    b, h, t, d = q.shape
+    if not 1 <= d <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim D={d}; allowed: 1..{MAX_HEAD_DIM}")
+    if window < 0:
+        raise ValueError(f"window={window}; allowed: an integer >= 0")
+    if key_padding_mask is not None:
+        if tuple(key_padding_mask.shape) != (b, t):
+            raise ValueError(f"key_padding_mask shape {tuple(key_padding_mask.shape)}; "
+                             f"expected (B, T) = {(b, t)}")
+        key_padding_mask = key_padding_mask.to(device=q.device, dtype=torch.int8).contiguous()
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    if t == 0 or b * h == 0:
+        return q * 0.0                                                      # empty output
+    window = int(min(window, t))                                            # beyond T-1 nothing changes
+    q, k, v = (_unit_stride_last(x) for x in (q, k, v))
+    return SlidingWindowAttention.apply(q, k, v, window, key_padding_mask, scale)

@@ -1,0 +1,160 @@
+"""The Triton sliding-window kernel (effx/kernels/sliding_window_triton.py), tested on CPU.
+
+Triton kernels run on CPU tensors only under TRITON_INTERPRET=1, which must be set before triton is
+first imported; other test modules in this pytest process may already have imported it. So the
+kernel checks live in `kernel_checks/check_sliding_window.py`, run once in a subprocess with the
+interpreter on; each of its checks is reported here as its own test (readable ids and messages).
+The dispatch switch of the public function and the benchmark's smoke mode are tested here too.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from effx.attention import sliding_window as sw  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKER = REPO / "tests" / "kernel_checks" / "check_sliding_window.py"
+BENCHMARK = REPO / "benchmarks" / "sliding_window_kernel.py"
+
+# the checks the checker must report (its CHECKS registry); one test id each
+CHECK_NAMES = [
+    "forward_band_fp32",
+    "window_ge_T_equals_dense",
+    "window_zero_returns_v",
+    "key_padding",
+    "grads_fp32_band",
+    "grads_fp32_padding_odd_T",
+    "grads_fp32_dense_and_window0",
+    "custom_scale_and_odd_head_dim",
+    "large_head_dims_forward",
+    "non_contiguous_inputs",
+    "bf16_forward_and_grads",
+    "fp16_forward_and_grads",
+    "public_dispatch_backend_triton",
+]
+
+
+def interpreter_env() -> dict:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
+
+
+def run_script(args, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=interpreter_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def checker():
+    """Run every kernel check once; returns (process, {name: result})."""
+    proc = run_script([CHECKER])
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            results[record["check"]] = record
+    return proc, results
+
+
+@pytest.mark.parametrize("name", CHECK_NAMES)
+def test_kernel_under_interpreter(checker, name):
+    proc, results = checker
+    if name not in results:
+        pytest.fail(f"the checker did not report {name!r} (exit status {proc.returncode}); "
+                    f"stderr tail:\n{proc.stderr[-4000:]}")
+    result = results[name]
+    assert result["ok"], f"{name} (seed {result['seed']}):\n{result['detail']}"
+
+
+def test_checker_reports_exactly_the_listed_checks(checker):
+    proc, results = checker
+    assert sorted(results) == sorted(CHECK_NAMES), "update CHECK_NAMES to match the checker's registry"
+    assert proc.returncode == (0 if all(r["ok"] for r in results.values()) else 1), proc.stderr[-4000:]
+
+
+def test_kernel_module_imports():
+    """The kernel imports (and compiles its decorators) without the interpreter, as on a GPU machine."""
+    assert sw.HAS_TRITON_KERNEL, "effx.kernels.sliding_window_triton failed to import"
+
+
+@pytest.mark.parametrize("backend, expect_kernel", [("triton", True), ("torch", False), ("auto", False)])
+def test_public_function_dispatch(monkeypatch, backend, expect_kernel):
+    """backend='triton' calls the kernel with the same arguments; 'torch' and CPU 'auto' do not."""
+    calls = []
+
+    def fake_kernel(q, k, v, *, window, key_padding_mask=None, scale=None):
+        calls.append(dict(window=window, key_padding_mask=key_padding_mask, scale=scale))
+        return torch.zeros_like(q)
+
+    monkeypatch.setattr(sw, "sliding_window_attention_triton", fake_kernel)
+    monkeypatch.setattr(sw, "HAS_TRITON_KERNEL", True)
+    q = k = v = torch.randn(1, 2, 9, 16)
+    kpm = torch.ones(1, 9, dtype=torch.bool)
+    sw.sliding_window_attention(q, k, v, window=3, key_padding_mask=kpm, scale=0.5, backend=backend)
+    assert len(calls) == int(expect_kernel)
+    if expect_kernel:
+        assert calls[0]["window"] == 3 and calls[0]["scale"] == 0.5
+        assert calls[0]["key_padding_mask"] is kpm
+
+
+def test_benchmark_interpret_smoke(tmp_path):
+    """The GPU benchmark's code path (correctness check, timing, table, JSON, --out) runs on CPU."""
+    out = tmp_path / "bench.json"
+    proc = run_script([BENCHMARK, "--interpret-smoke", "--lengths", "40", "72", "--out", out])
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["correct"] and summary["benchmark"] == "sliding_window_kernel"
+    assert {"triton/fwd/40", "triton/fwd_bwd/72"} <= set(summary["ms"])
+    assert set(summary["linearity"]) == {"triton/fwd", "triton/fwd_bwd"}
+    saved = json.loads(out.read_text())
+    assert saved["run"]["commit"] and saved["rows"]
+    assert {r["metric"] for r in saved["rows"]} == {"time_ms", "tflops"}
+    assert "| T | mode |" in proc.stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_benchmark_without_gpu_exits_clearly(capsys):
+    spec = importlib.util.spec_from_file_location("sliding_window_kernel_bench", BENCHMARK)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)                 # no --interpret-smoke in argv: env untouched
+    assert bench.main([]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
+                    reason="needs a CUDA GPU (compiled kernel)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("t, d, window", [(257, 64, 37), (1031, 128, 300), (100, 32, 0), (63, 16, 500)])
+def test_compiled_kernel_on_gpu(dtype, t, d, window):
+    """On a GPU: forward and gradients vs float64 reference, with key padding (2x fallback rule)."""
+    from effx.attention.reference import attention_reference, sliding_window_mask
+    gen = torch.Generator().manual_seed(t + d + window)
+    q, k, v, do = (torch.randn((2, 3, t, d), generator=gen).to("cuda", dtype) for _ in range(4))
+    kpm = torch.ones((2, t), dtype=torch.bool, device="cuda")
+    kpm[1, t - t // 4:] = False
+    mask = sliding_window_mask(t, window, device="cuda")
+    paths = {"kernel": (sw.sliding_window_attention_triton, dtype),
+             "fallback": (sw.sliding_window_attention_torch, dtype),
+             "reference": (lambda *x, **kw: attention_reference(*x, mask=mask, key_padding_mask=kpm),
+                           torch.float64)}
+    results = {}
+    for name, (fn, cast) in paths.items():
+        xs = [x.to(cast).requires_grad_(True) for x in (q, k, v)]
+        out = fn(*xs, window=window, key_padding_mask=kpm)
+        results[name] = (out, *torch.autograd.grad(out, xs, do.to(out.dtype)))
+    for i, part in enumerate(("out", "dq", "dk", "dv")):
+        got, fallback, ref = (results[n][i].double() for n in ("kernel", "fallback", "reference"))
+        err, base = (got - ref).abs().max().item(), (fallback - ref).abs().max().item()
+        one_rounding = torch.finfo(dtype).eps * ref.abs().max().item() + 1e-5   # + floor for exact zeros
+        bound = 1e-4 if dtype == torch.float32 else 2 * base + one_rounding
+        assert torch.isfinite(got).all() and err <= bound, f"{part}: error {err:.3e} > {bound:.3e}"
