@@ -110,12 +110,16 @@ def test_time_budget_stops_a_series_and_survives_resume(tmp_path):
     store = ResultStore("sweep", "unit", root=tmp_path)
     store.start_run({}, "cpu")
     pts = [dict(model="m", length=t) for t in (1, 2, 3)]
-    def measure(p):
-        time.sleep(0.05 if p["length"] == 2 else 0)
-        return {"x": metric(1, "s")}
+    def measure(p):                                        # one call's latency decides
+        return {"latency_s": metric(0.05 if p["length"] == 2 else 0.01, "s")}
     run_sweep(store, pts, measure, budget_s=0.03)
     status = {r["point"]["length"]: r["status"] for r in store.records()}
     assert status == {1: "ok", 2: "ok", 3: "over_budget"}
+    pts.append(dict(model="m", length=4))                   # a new, longer point in a new run
+    again = ResultStore("sweep", "unit", root=tmp_path)
+    again.start_run({}, "cpu")
+    run_sweep(again, pts, measure, budget_s=0.03)
+    assert {r["point"]["length"]: r["status"] for r in again.records()}[4] == "over_budget"
 
 
 def test_unsupported_points_are_recorded_and_bugs_propagate(tmp_path):

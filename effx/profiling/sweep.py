@@ -4,8 +4,9 @@
   sweep resumes where it stopped and redoes nothing.
 - An out-of-memory error is a result: it is recorded with status ``oom``, and the longer points of
   the same series (same point but for the length) are recorded as ``skipped_after_oom``.
-- A time budget per point (CPU sweeps): once one point of a series takes longer than the budget,
-  its longer points are recorded as ``over_budget`` without being run.
+- A time budget per call (CPU sweeps): once the median latency of one call (or, for points
+  without a latency, the whole measurement) exceeds the budget, the longer points of the series
+  are recorded as ``over_budget`` without being run.
 - ``Unsupported`` raised by the measure function records ``unsupported`` (e.g. an image side that
   is not a multiple of the patch size) and moves on. Any other error propagates: bugs fail loudly.
 """
@@ -31,6 +32,12 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def _cost_s(metrics: dict, elapsed: float | None) -> float | None:
+    """What the time budget is compared with: one call's median latency, else the measure time."""
+    latency = metrics.get("latency_s", {}).get("value")
+    return latency if latency is not None else elapsed
+
+
 def _series(point: dict, length_key: str) -> str:
     return point_key({k: v for k, v in point.items() if k != length_key})
 
@@ -51,7 +58,7 @@ def run_sweep(store: ResultStore, points: list[dict],
         if rec["status"] in ("oom", "over_budget") and length_key in rec["point"]:
             stopped.setdefault(_series(rec["point"], length_key),
                                "skipped_after_oom" if rec["status"] == "oom" else "over_budget")
-        took = rec.get("info", {}).get("measure_wall_s")
+        took = _cost_s(rec.get("metrics", {}), rec.get("info", {}).get("measure_wall_s"))
         if budget_s is not None and took is not None and took > budget_s:
             stopped.setdefault(_series(rec["point"], length_key), "over_budget")
     counts = {"measured": 0, "resumed": 0, "oom": 0, "skipped": 0, "unsupported": 0}
@@ -86,7 +93,7 @@ def run_sweep(store: ResultStore, points: list[dict],
         metrics, info = out if isinstance(out, tuple) else (out, {})
         store.record(point, metrics, info=dict(info, measure_wall_s=round(elapsed, 3)))
         counts["measured"] += 1
-        if budget_s is not None and elapsed > budget_s:
+        if budget_s is not None and _cost_s(metrics, elapsed) > budget_s:
             stopped[series] = "over_budget"
     bar.close()
     return counts
