@@ -2,6 +2,7 @@
 
     python -m effx.pipeline run [--profile auto|quick|gpu|tiny|...] [--only NAME ...]
                                 [--out DIR] [-p NAME VALUE ...]
+    python -m effx.pipeline measure [--profile ...] [--only NAME ...] [-p NAME VALUE ...]
     python -m effx.pipeline list
 
 Profiles live in ``notebooks/profiles/<notebook>.toml``, one table per profile. ``auto`` means
@@ -10,6 +11,10 @@ Profiles live in ``notebooks/profiles/<notebook>.toml``, one table per profile. 
 time and status to ``data/results/<profile>/execution.jsonl`` for the reproducibility page.
 Parameters are validated before any kernel starts, so a bad value fails in a second with one
 message naming the parameter.
+
+``measure`` runs only the sweeps of the studies that measure something, in plain Python (no
+Jupyter): what a GPU machine without the book's toolchain needs. The notebooks later render
+those results from the store.
 """
 from __future__ import annotations
 
@@ -94,6 +99,23 @@ def run_notebook(name: str, profile: str, overrides: dict, out_dir: Path) -> flo
     return seconds
 
 
+def measure_study(name: str, profile: str, overrides: dict) -> float:
+    """Validate the profile's parameters and run the study's sweep without a notebook."""
+    from effx import params as effx_params
+    from effx.profiling.sweep import sweep_study
+    P = effx_params.validate(name, dict(profile_params(name, profile), **overrides, profile=profile))
+    t0 = time.perf_counter()
+    _, counts = sweep_study(name, P)
+    seconds = time.perf_counter() - t0
+    print(f"  {name}: {counts}", flush=True)
+    return seconds
+
+
+def measurable(name: str) -> bool:
+    from effx.studies import STUDIES
+    return name in STUDIES and hasattr(STUDIES[name], "points") and hasattr(STUDIES[name], "measure")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m effx.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--only", nargs="*", default=None, metavar="NAME")
     run.add_argument("--out", type=Path, default=GENERATED_DIR)
     run.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    meas = sub.add_parser("measure", help="run the studies' sweeps without notebooks")
+    meas.add_argument("--profile", default="auto")
+    meas.add_argument("--only", nargs="*", default=None, metavar="NAME")
+    meas.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     sub.add_parser("list", help="list notebooks and their profiles")
     args = ap.parse_args(argv)
 
@@ -115,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         profile = resolve_profile(args.profile)
-        names = notebooks()
+        names = notebooks() if args.command == "run" else [n for n in notebooks() if measurable(n)]
         chosen = args.only or names
         for name in chosen:
             if name not in names:
@@ -123,14 +149,18 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {k: parse_value(v) for k, v in args.p}
         if overrides and len(chosen) != 1:
             raise ParameterError("PARAMS", overrides, "parameters for exactly one notebook (NB=...)")
-        print(f"effx: profile '{profile}', notebooks: {', '.join(chosen)}", flush=True)
+        print(f"effx: profile '{profile}', {args.command}: {', '.join(chosen)}", flush=True)
         total = 0.0
         for name in chosen:
-            print(f"  running {name} ...", flush=True)
-            seconds = run_notebook(name, profile, overrides, args.out)
+            print(f"  {args.command} {name} ...", flush=True)
+            if args.command == "run":
+                seconds = run_notebook(name, profile, overrides, args.out)
+            else:
+                seconds = measure_study(name, profile, overrides)
             total += seconds
             print(f"  {name}: {seconds:.1f} s", flush=True)
-        print(f"effx: {len(chosen)} notebook(s) in {total:.1f} s -> {args.out}", flush=True)
+        where = args.out if args.command == "run" else results_root() / profile
+        print(f"effx: {len(chosen)} in {total:.1f} s -> {where}", flush=True)
     except ParameterError as exc:
         print(f"effx: error: {exc}", file=sys.stderr)
         return 2

@@ -97,3 +97,19 @@ def run_sweep(store: ResultStore, points: list[dict],
             stopped[series] = "over_budget"
     bar.close()
     return counts
+
+
+def sweep_study(study: str, P: dict) -> tuple[ResultStore, dict[str, int]]:
+    """Run the sweep of a study module (its ``points(P)`` and ``measure(point, P)``) into the
+    store of ``P["profile"]``, with provenance and the CPU thread count fixed. Used by the
+    notebooks and by ``python -m effx.pipeline measure`` (no Jupyter needed, e.g. on a GPU box)."""
+    from effx.profiling.timing import fixed_threads
+    from effx.studies import STUDIES
+    module = STUDIES[study]
+    store = ResultStore(study, P["profile"])
+    store.start_run(P, device=P["device"])
+    threads = P.get("threads") if str(P["device"]) == "cpu" else None
+    with fixed_threads(threads):
+        counts = run_sweep(store, module.points(P), lambda point: module.measure(point, P),
+                           budget_s=P.get("budget_s"), desc=study)
+    return store, counts

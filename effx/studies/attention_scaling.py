@@ -123,3 +123,4 @@ def headline_numbers(ok: pd.DataFrame) -> dict[str, float]:
     if "peak_memory_bytes" in at:
         out["eager_over_sdpa_memory"] = at.peak_memory_bytes["eager"] / max(at.peak_memory_bytes["sdpa"], 1.0)
     return out
+

@@ -299,3 +299,4 @@ def headline_numbers(tipping, bands: dict) -> dict:
     out["fused_pairs_compared"] = len(ratios)
     out["crossings_lost_with_fused"] = lost
     return out
+
