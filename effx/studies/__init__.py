@@ -10,7 +10,9 @@ import importlib
 _MODULES = {
     "attention_scaling": "effx.studies.attention_scaling",
     "tipping_points": "effx.studies.tipping_points",
+    "cost_breakdown": "effx.studies.cost_breakdown",
     "reproducibility": "effx.studies.reproducibility",
+    "transkimmer_glue": "effx.studies.transkimmer_glue",
 }
 
 
