@@ -114,9 +114,28 @@ def timing_sizes(subset: int) -> tuple[int, int]:
 
 
 def point_of(P: dict, task: str, method: str, variant: str = "none", lam: float = 0.0) -> dict:
-    return {"task": task, "method": method, "variant": variant, "lambda": lam,
-            "encoder": P["encoder"], "epochs": epochs_for(P, task), "max_length": P["max_length"],
-            "batch_size": P["batch_size"], "subset": P["subset"], "device": P["device"], "seed": 0}
+    """One trained model. Transkimmer points start from the task's fine-tuned baseline
+    (``init='finetuned'``): see ``measure_point``."""
+    pt = {"task": task, "method": method, "variant": variant, "lambda": lam,
+          "encoder": P["encoder"], "epochs": epochs_for(P, task), "max_length": P["max_length"],
+          "batch_size": P["batch_size"], "subset": P["subset"], "device": P["device"], "seed": 0}
+    if method == "transkimmer":
+        pt["init"] = "finetuned"
+    return pt
+
+
+def baseline_of(point: dict) -> dict:
+    """The baseline point a Transkimmer point starts from (same task, budget and data)."""
+    base = {k: v for k, v in point.items() if k != "init"}
+    return {**base, "method": "baseline", "variant": "none", "lambda": 0.0}
+
+
+def checkpoint_path(point: dict) -> Path:
+    """Where the fine-tuned baseline of ``point`` is cached (untracked: data/results/checkpoints)."""
+    import hashlib
+    from effx.results import point_key, results_root
+    digest = hashlib.sha1(point_key(baseline_of(point)).encode()).hexdigest()[:16]
+    return results_root() / "checkpoints" / f"transkimmer_baseline_{point['task']}_{digest}.pt"
 
 
 def planned_points(P: dict) -> list[dict]:
@@ -142,6 +161,15 @@ def _metrics(task: str, preds, labels, prefix: str = "") -> dict:
     return {prefix + k: metric(v, "score") for k, v in glue_metric(task, preds, labels).items()}
 
 
+def _save_checkpoint(model, path: Path) -> None:
+    """torch.save to a temporary file renamed into place: an interrupted save leaves nothing."""
+    import torch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+
+
 def measure_point(point: dict, log=print) -> tuple[dict, dict]:
     """Train one point from the pretrained encoder and measure it: (metrics, info)."""
     from effx.data.glue import task_spec
@@ -154,17 +182,42 @@ def measure_point(point: dict, log=print) -> tuple[dict, dict]:
     bert, tok = load_encoder(point["encoder"])
     tr = _split(task, "train", point["subset"], tok, point["max_length"])
     dev = _split(task, "dev", point["subset"], tok, point["max_length"])
-    seed_everything(point["seed"])
-    model = SkimBert(bert, task_spec(task).num_labels, skim=skim,
-                     variant=point["variant"] if skim else "fixed")
+    num_labels = task_spec(task).num_labels
     cfg = TrainConfig(epochs=point["epochs"], batch_size=point["batch_size"],
                       skim_lambda=point["lambda"], seed=point["seed"])
+    info = {"train_examples": len(tr), "dev_examples": len(dev), "lr": cfg.lr,
+            "predictor_lr": cfg.predictor_lr}
+    seed_everything(point["seed"])
+    model = SkimBert(bert, num_labels, skim=False)
+    ckpt = checkpoint_path(point)
+    if skim:
+        # Start from the task's fine-tuned baseline (the same training as the baseline point,
+        # cached by it; retrained identically when the cache is gone), then train the predictors
+        # and the encoder together with the skim loss. From the pretrained encoder, with a random
+        # classifier, the skim loss wins before the task loss carries any signal: every token but
+        # CLS is skimmed within ~100 steps and accuracy stays at chance (findings, 2026-12-01).
+        if ckpt.exists():
+            import torch
+            model.load_state_dict(torch.load(ckpt, map_location="cpu"))
+            info["init_train_s"] = None
+        else:
+            t0 = time.perf_counter()
+            train(model, tr, TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed),
+                  point["device"], desc=f"{task} baseline (init)")
+            info["init_train_s"] = time.perf_counter() - t0
+            _save_checkpoint(model, ckpt)
+        info["init_checkpoint"] = ckpt.name
+        seed_everything(point["seed"])
+        skimmer = SkimBert(model.bert, num_labels, skim=True, variant=point["variant"])
+        skimmer.classifier.load_state_dict(model.classifier.state_dict())
+        model = skimmer
     t0 = time.perf_counter()
     hist = train(model, tr, cfg, point["device"], desc=f"{task} {point['method']} {point['lambda']}")
     train_s = time.perf_counter() - t0
+    if not skim:
+        _save_checkpoint(model, ckpt)              # the start of this task's Transkimmer points
     metrics = {"train_s": metric(train_s, "s"), "train_steps": metric(hist["steps"], "steps")}
-    info = {"train_examples": len(tr), "dev_examples": len(dev), "lr": cfg.lr,
-            "predictor_lr": cfg.predictor_lr, "final_train_kept": float(np.mean(hist["kept"][-20:]))}
+    info["final_train_kept"] = float(np.mean(hist["kept"][-20:]))
     mode = "removed" if skim else "plain"
     out = M.predict(model, dev, 32, point["device"], mode)
     metrics.update(_metrics(task, out["predictions"], dev.labels))

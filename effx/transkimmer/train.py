@@ -27,7 +27,7 @@ class TrainConfig:
     epochs: float = 1.0            # may be fractional: a fraction of one shuffled pass
     batch_size: int = 32
     lr: float = 5e-5               # encoder and head
-    predictor_lr: float = 1e-3     # skim predictors (short CPU budgets: see the chapter)
+    predictor_lr: float = 1e-4     # skim predictors (short CPU budgets: see the chapter)
     weight_decay: float = 0.01
     warmup: float = 0.06           # fraction of steps with linear warm-up, then linear decay
     skim_lambda: float = 0.0
