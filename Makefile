@@ -11,7 +11,7 @@ STAMP    := $(VENV)/.installed
 PROFILE  ?= auto
 NB       ?=
 PARAMS   ?=
-MATHJAX  := book/_static/mathjax/tex-chtml.js
+MATHJAX  := book/_vendor/_static/mathjax/tex-chtml.js
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export PYTHONUNBUFFERED := 1
@@ -37,7 +37,8 @@ install: $(STAMP)  ## create .venv with every dependency
 $(MATHJAX): package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed to install MathJax (npm registry) for offline math"; exit 1; }
 	npm ci --no-audit --no-fund --silent
-	rm -rf book/_static/mathjax && cp -r node_modules/mathjax/es5 book/_static/mathjax
+	rm -rf book/_vendor/_static/mathjax && mkdir -p book/_vendor/_static
+	cp -r node_modules/mathjax/es5 book/_vendor/_static/mathjax
 	touch $@
 
 book: install system-packages $(MATHJAX)  ## run every notebook (PROFILE=auto|quick|gpu) and build the HTML

@@ -123,8 +123,8 @@ def test_mathjax_is_vendored(built_book):
     assert built_book.mathjax_vendored, (
         f"the built book has no {where}: the book serves MathJax itself (no CDN) and `make test` "
         "/ `make book` install it from the npm registry before building (`npm ci`, then "
-        "node_modules/mathjax/es5 copied into book/, see the Makefile's MATHJAX target). Run "
-        "`make test` rather than bare pytest, or `make book/_static/mathjax/tex-chtml.js` first")
+        "node_modules/mathjax/es5 copied into book/_vendor/_static/, see the Makefile's MATHJAX "
+        "target). Run `make test` rather than bare pytest, or `make book/_vendor/_static/mathjax/tex-chtml.js` first")
     assert not is_external(mathjax_path(BOOK_DIR)), "mathjax_path points outside the book"
 
 

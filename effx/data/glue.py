@@ -56,7 +56,7 @@ TASKS: dict[str, GlueTask] = {t.name: t for t in (
     GlueTask("SST-2", "sentence", None, "label", 2, ("accuracy",), "sst2", ("sentence", None)),
     GlueTask("MRPC", "#1 String", "#2 String", "Quality", 2, ("f1", "accuracy"), "mrpc",
              ("sentence1", "sentence2")),
-    GlueTask("STS-B", "sentence1", "sentence2", "score", 1, ("pearson", "spearman"), "stsb",
+    GlueTask("STS-B", "sentence1", "sentence2", "score", 1, ("spearman", "pearson"), "stsb",
              ("sentence1", "sentence2")),
     GlueTask("RTE", "sentence1", "sentence2", "label", 2, ("accuracy",), "rte",
              ("sentence1", "sentence2"), label_map=_NLI_LABELS),

@@ -205,31 +205,3 @@ def hook_overhead_s(device: str = "cpu", timer: Callable[[], float] = time.perf_
         diffs.append((traced - plain) / calls)
     return max(0.0, statistics.median(diffs))
 
-
-def by_component(per_module: dict, assignment: dict[str, str]) -> dict[str, float]:
-    """Sum a module-name -> value dict into component -> value (None -> 'unattributed')."""
-    out: dict[str, float] = defaultdict(float)
-    for name, v in per_module.items():
-        out[assignment[name] if name is not None else "unattributed"] += v
-    return dict(out)
-
-
-@functools.lru_cache(maxsize=None)
-def hook_overhead_s(device: str = "cpu", timer: Callable[[], float] = time.perf_counter,
-                    calls: int = 200, trials: int = 7) -> float:
-    """Seconds one hooked module call adds to its parent's interval (see module docstring)."""
-    chain = nn.Sequential(*[nn.Identity() for _ in range(calls)])
-    x = torch.zeros(1, device=device)
-    tracer = ModuleTracer(chain, device, timer=timer)
-    diffs = []
-    for _ in range(trials):
-        t0 = timer()
-        chain(x)
-        plain = timer() - t0
-        with tracer:
-            chain(x)
-        tracer.clock.sync()
-        traced = tracer.clock.seconds(tracer.calls[0][1], tracer.calls[0][2])
-        tracer.reset()
-        diffs.append((traced - plain) / calls)
-    return max(0.0, statistics.median(diffs))

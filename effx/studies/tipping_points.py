@@ -295,7 +295,9 @@ def headline_numbers(tipping, bands: dict) -> dict:
             ratios.append(f.tipping_length / e.tipping_length)
         elif e.status in ("crossing", "cheaper_everywhere") and f.status == "no_crossing":
             lost += 1
-    out["fused_over_eager_tipping_median"] = float(np.median(ratios)) if ratios else float("nan")
+    # text, not a float: the prose cites it, and "n/a" must read as such, not fail a float format
+    out["fused_over_eager_tipping_median"] = (f"{float(np.median(ratios)):.2f}" if ratios
+                                              else "n/a (no pair crosses against both)")
     out["fused_pairs_compared"] = len(ratios)
     out["crossings_lost_with_fused"] = lost
     return out

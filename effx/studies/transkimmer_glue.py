@@ -288,13 +288,14 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in wide[wide.method == "transkimmer"].iterrows():
         m = main_metric(r.task)
-        base = wide[(wide.method == "baseline") & (wide.task == r.task) &
-                    (wide.encoder == r.encoder) & (wide.subset == r.subset)]
+        same = ["task", "encoder", "epochs", "max_length", "subset", "device"]   # its start point
+        base = wide[(wide.method == "baseline") &
+                    np.logical_and.reduce([wide[k] == r[k] for k in same])]
         b = base.iloc[0] if len(base) else pd.Series(dtype=float)
         get = lambda row, k: row[k] if k in row and pd.notna(row[k]) else np.nan  # noqa: E731
         keeps = [c for c in wide.columns if str(c).startswith("keep_l")]
         rows.append({
-            "task": r.task, "variant": r.variant, "lambda": r["lambda"], "metric": m,
+            "task": r.task, "epochs": r.epochs, "variant": r.variant, "lambda": r["lambda"], "metric": m,
             "baseline": 100 * get(b, m), "transkimmer": 100 * r[m],
             "delta": 100 * (r[m] - get(b, m)),
             "kept": float(np.nanmean([r[c] for c in keeps])),
@@ -337,10 +338,11 @@ def trace_frame(table: pd.DataFrame, task: str, variant: str, lam: float) -> pd.
 
 
 def headline(summ: pd.DataFrame) -> pd.DataFrame:
-    """One Transkimmer point per (task, variant): the largest FLOPs speedup within 1 point of the
-    baseline metric, else the point closest to the baseline."""
+    """One Transkimmer point per (task, variant), at the task's largest training budget: the
+    largest FLOPs speedup within 1 point of the baseline metric, else the point closest to it."""
     if summ.empty:
         return summ
+    summ = summ[summ.epochs == summ.groupby("task").epochs.transform("max")]
     rows = []
     for _, g in summ.groupby(["task", "variant"], sort=False):
         ok = g[g.delta >= -1.0]
