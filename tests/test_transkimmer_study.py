@@ -68,7 +68,11 @@ def test_parameters_validate():
     with pytest.raises(ParameterError, match="SST-2"):           # names the allowed tasks
         validate("transkimmer_glue", {**GOOD, "tasks": ["MNLI"]})
     P = validate("transkimmer_glue", {**GOOD, "lambdas": {"SST-2": [1, 3]}, "epochs": {"SST-2": 0.1}})
-    assert [pt["lambda"] for pt in S.planned_points(P)] == [0.0, 1.0, 3.0]
+    planned = S.planned_points(P)
+    assert [(pt["method"], pt["lambda"], pt.get("init")) for pt in planned] == [
+        ("baseline", 0.0, None), ("baseline", 0.0, "finetuned"),
+        ("transkimmer", 1.0, "finetuned"), ("transkimmer", 3.0, "finetuned")]
+    assert {S.checkpoint_path(pt) for pt in planned} == {S.checkpoint_path(planned[0])}
 
 
 def test_run_resumes_without_retraining(tmp_path, monkeypatch):
@@ -82,6 +86,6 @@ def test_run_resumes_without_retraining(tmp_path, monkeypatch):
     P = validate("transkimmer_glue", GOOD)
     store = ResultStore("transkimmer_glue", "pytest", tmp_path)
     S.run(P, store, log=lambda m: None)
-    assert len(calls) == 3
+    assert len(calls) == 4
     S.run(P, ResultStore("transkimmer_glue", "pytest", tmp_path), log=lambda m: None)
-    assert len(calls) == 3                                          # nothing trained again
+    assert len(calls) == 4                                          # nothing trained again

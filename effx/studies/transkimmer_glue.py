@@ -113,14 +113,15 @@ def timing_sizes(subset: int) -> tuple[int, int]:
     return max(4, min(TIMING_EXAMPLES, subset // 4)), max(2, min(PAD_TIMING_EXAMPLES, subset // 8))
 
 
-def point_of(P: dict, task: str, method: str, variant: str = "none", lam: float = 0.0) -> dict:
-    """One trained model. Transkimmer points start from the task's fine-tuned baseline
-    (``init='finetuned'``): see ``measure_point``."""
+def point_of(P: dict, task: str, method: str, variant: str = "none", lam: float = 0.0,
+             init: str = "pretrained") -> dict:
+    """One trained model, from the pretrained encoder or (``init='finetuned'``) from the task's
+    fine-tuned baseline: see ``measure_point``."""
     pt = {"task": task, "method": method, "variant": variant, "lambda": lam,
           "encoder": P["encoder"], "epochs": epochs_for(P, task), "max_length": P["max_length"],
           "batch_size": P["batch_size"], "subset": P["subset"], "device": P["device"], "seed": 0}
-    if method == "transkimmer":
-        pt["init"] = "finetuned"
+    if init != "pretrained":
+        pt["init"] = init
     return pt
 
 
@@ -142,7 +143,10 @@ def planned_points(P: dict) -> list[dict]:
     pts = []
     for task in P["tasks"]:
         pts.append(point_of(P, task, "baseline"))
-        pts += [point_of(P, task, "transkimmer", P["variant"], lam) for lam in lambdas_for(P, task)]
+        lams = lambdas_for(P, task)
+        if lams:   # the baseline trained on for the same budget again: Transkimmer's equal
+            pts.append(point_of(P, task, "baseline", init="finetuned"))
+        pts += [point_of(P, task, "transkimmer", P["variant"], lam, "finetuned") for lam in lams]
     return pts
 
 
@@ -171,7 +175,10 @@ def _save_checkpoint(model, path: Path) -> None:
 
 
 def measure_point(point: dict, log=print) -> tuple[dict, dict]:
-    """Train one point from the pretrained encoder and measure it: (metrics, info)."""
+    """Train one point and measure it: (metrics, info). A baseline point fine-tunes the
+    pretrained encoder; with ``init='finetuned'`` a point starts from that baseline and trains
+    for the same budget again, with skim predictors (Transkimmer) or without (the baseline with
+    Transkimmer's total training budget, against which its accuracy is compared)."""
     from effx.data.glue import task_spec
     from effx.results import metric
     from effx.transkimmer import measure as M
@@ -190,10 +197,11 @@ def measure_point(point: dict, log=print) -> tuple[dict, dict]:
     seed_everything(point["seed"])
     model = SkimBert(bert, num_labels, skim=False)
     ckpt = checkpoint_path(point)
-    if skim:
+    continued = point.get("init") == "finetuned"
+    if continued:
         # Start from the task's fine-tuned baseline (the same training as the baseline point,
-        # cached by it; retrained identically when the cache is gone), then train the predictors
-        # and the encoder together with the skim loss. From the pretrained encoder, with a random
+        # cached by it; retrained identically when the cache is gone). Transkimmer then trains
+        # predictors and encoder together with the skim loss. From the pretrained encoder, with a random
         # classifier, the skim loss wins before the task loss carries any signal: every token but
         # CLS is skimmed within ~100 steps and accuracy stays at chance (findings, 2026-12-01).
         if ckpt.exists():
@@ -208,13 +216,14 @@ def measure_point(point: dict, log=print) -> tuple[dict, dict]:
             _save_checkpoint(model, ckpt)
         info["init_checkpoint"] = ckpt.name
         seed_everything(point["seed"])
+    if skim:
         skimmer = SkimBert(model.bert, num_labels, skim=True, variant=point["variant"])
         skimmer.classifier.load_state_dict(model.classifier.state_dict())
         model = skimmer
     t0 = time.perf_counter()
     hist = train(model, tr, cfg, point["device"], desc=f"{task} {point['method']} {point['lambda']}")
     train_s = time.perf_counter() - t0
-    if not skim:
+    if not continued and not skim:
         _save_checkpoint(model, ckpt)              # the start of this task's Transkimmer points
     metrics = {"train_s": metric(train_s, "s"), "train_steps": metric(hist["steps"], "steps")}
     info["final_train_kept"] = float(np.mean(hist["kept"][-20:]))
@@ -282,22 +291,28 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     the speedups padding alone would fake (baseline padded to 128 / 512 vs unpadded)."""
     if table.empty:
         return pd.DataFrame()
-    ok = table[table.status == "ok"]
-    key = ["task", "method", "variant", "lambda", "encoder", "epochs", "max_length", "subset", "device"]
+    ok = table[table.status == "ok"].copy()
+    ok["init"] = ok["init"].fillna("pretrained") if "init" in ok else "pretrained"
+    key = ["task", "method", "variant", "lambda", "init", "encoder", "epochs", "max_length",
+           "subset", "device"]
     wide = ok.pivot_table(index=key, columns="metric", values="value", aggfunc="first").reset_index()
     rows = []
     for _, r in wide[wide.method == "transkimmer"].iterrows():
         m = main_metric(r.task)
         same = ["task", "encoder", "epochs", "max_length", "subset", "device"]   # its start point
-        base = wide[(wide.method == "baseline") &
-                    np.logical_and.reduce([wide[k] == r[k] for k in same])]
-        b = base.iloc[0] if len(base) else pd.Series(dtype=float)
+        bases = wide[(wide.method == "baseline") &
+                     np.logical_and.reduce([wide[k] == r[k] for k in same])]
+        first = bases[bases.init == "pretrained"]            # FLOPs, padding: the plain baseline
+        b = first.iloc[0] if len(first) else pd.Series(dtype=float)
+        # accuracy: against the baseline with Transkimmer's training budget when it was trained
+        equal = bases[bases.init == r.init]
+        e = equal.iloc[0] if len(equal) else b
         get = lambda row, k: row[k] if k in row and pd.notna(row[k]) else np.nan  # noqa: E731
         keeps = [c for c in wide.columns if str(c).startswith("keep_l")]
         rows.append({
             "task": r.task, "epochs": r.epochs, "variant": r.variant, "lambda": r["lambda"], "metric": m,
-            "baseline": 100 * get(b, m), "transkimmer": 100 * r[m],
-            "delta": 100 * (r[m] - get(b, m)),
+            "baseline": 100 * get(e, m), "baseline_1x": 100 * get(b, m), "transkimmer": 100 * r[m],
+            "delta": 100 * (r[m] - get(e, m)),
             "kept": float(np.nanmean([r[c] for c in keeps])),
             "flops_speedup": r.flops_baseline / r.flops_transkimmer,
             "counted_flops_speedup": r.counted_flops_baseline / r.counted_flops_transkimmer,
@@ -323,10 +338,13 @@ def keep_table(table: pd.DataFrame) -> pd.DataFrame:
     return k[["task", "variant", "lambda", "layer", "value"]].rename(columns={"value": "kept"})
 
 
-def trace_frame(table: pd.DataFrame, task: str, variant: str, lam: float) -> pd.DataFrame:
+def trace_frame(table: pd.DataFrame, task: str, variant: str, lam: float,
+                epochs: float | None = None) -> pd.DataFrame:
     """Token x layer grid of the stored example (1 = computed by that layer, 0 = skimmed)."""
     col = "info_trace"
     rows = table[(table.task == task) & (table.variant == variant) & (table["lambda"] == lam)]
+    if epochs is not None:
+        rows = rows[rows.epochs == epochs]
     trace = rows[col].dropna().iloc[0] if col in rows and rows[col].notna().any() else None
     if trace is None:
         return pd.DataFrame()
