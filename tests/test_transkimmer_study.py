@@ -89,3 +89,46 @@ def test_run_resumes_without_retraining(tmp_path, monkeypatch):
     assert len(calls) == 4
     S.run(P, ResultStore("transkimmer_glue", "pytest", tmp_path), log=lambda m: None)
     assert len(calls) == 4                                          # nothing trained again
+
+
+def _record(store, P, method, acc, lam=0.0, init="pretrained", flops=None):
+    from effx.results import metric
+    pt = S.point_of(P, "SST-2", method, "fixed" if method == "transkimmer" else "none", lam, init)
+    m = {"accuracy": metric(acc, "score"), "flops_baseline": metric(100.0, "FLOP/example"),
+         "flops_pad128": metric(400.0, "FLOP/example"), "flops_pad512": metric(1600.0, "FLOP/example"),
+         "time_unpadded_b32": metric(1.0, "s/example"), "time_pad128_b32": metric(2.0, "s/example"),
+         "time_pad512_b32": metric(5.0, "s/example")}
+    if method == "transkimmer":
+        m.update({"flops_transkimmer": metric(flops, "FLOP/example"),
+                  "counted_flops_baseline": metric(100.0, "FLOP/example"),
+                  "counted_flops_transkimmer": metric(flops, "FLOP/example"),
+                  "time_baseline_b1": metric(1.0, "s/example"), "time_transkimmer_b1": metric(0.8, "s/example"),
+                  "time_baseline_b32": metric(1.0, "s/example"), "time_transkimmer_b32": metric(0.5, "s/example"),
+                  "keep_l0": metric(0.5, "fraction"), "keep_l1": metric(0.25, "fraction")})
+    store.record(pt, m)
+
+
+@pytest.mark.parametrize("learned", [True, False])
+def test_summary_compares_with_the_equal_budget_baseline(tmp_path, learned):
+    from effx.results import ResultStore
+    P = validate("transkimmer_glue", {**GOOD, "subset": 0})
+    store = ResultStore("transkimmer_glue", "pytest", tmp_path)
+    store.start_run(P, "cpu")
+    base = 0.85 if learned else 0.509
+    _record(store, P, "baseline", base)
+    _record(store, P, "baseline", base + 0.01, init="finetuned")
+    _record(store, P, "transkimmer", base + 0.005, lam=2.0, init="finetuned", flops=25.0)
+    summ = S.summary(store.table())
+    r = summ.iloc[0]
+    assert r.baseline == pytest.approx(100 * (base + 0.01)) and r.baseline_1x == pytest.approx(100 * base)
+    assert r.delta == pytest.approx(-0.5) and r.flops_speedup == pytest.approx(4.0)
+    assert r.wall_b32 == pytest.approx(2.0) and r.fake_flops_pad128 == pytest.approx(4.0)
+    assert bool(r.learned) is learned and r.majority == pytest.approx(50.92, abs=0.01)
+    head = S.headline(summ)
+    assert list(head.columns) == list(summ.columns) and len(head) == int(learned)
+    verdict, comparison = S.target_verdict(head), S.paper_comparison(head, summ)
+    if learned:
+        assert "FLOPs speedup 4.00x" in verdict and "met" in verdict
+        assert "SST-2" in comparison and "Left out" not in comparison
+    else:
+        assert verdict.startswith("No SST-2 result") and "Left out: SST-2" in comparison

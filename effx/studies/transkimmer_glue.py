@@ -383,7 +383,7 @@ def headline(summ: pd.DataFrame) -> pd.DataFrame:
     for _, g in summ.groupby(["task", "variant"], sort=False):
         ok = g[g.delta >= -1.0]
         rows.append(ok.loc[ok.flops_speedup.idxmax()] if len(ok) else g.loc[g.delta.idxmax()])
-    return pd.DataFrame(rows).reset_index(drop=True)
+    return pd.DataFrame(rows, columns=summ.columns).reset_index(drop=True)
 
 
 def glue_names(head: pd.DataFrame, prefix: str = "tk") -> dict[str, float]:
