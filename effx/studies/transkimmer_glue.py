@@ -327,6 +327,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({
             "task": r.task, "epochs": r.epochs, "variant": r.variant, "lambda": r["lambda"], "metric": m,
             "majority": 100 * majority_metric(r.task, int(r.subset)),
+            "equal_budget": bool(len(equal)),      # False: `baseline` is the once-trained one
             "baseline": 100 * get(e, m), "baseline_1x": 100 * get(b, m), "transkimmer": 100 * r[m],
             "delta": 100 * (r[m] - get(e, m)),
             "kept": float(np.nanmean([r[c] for c in keeps])),
