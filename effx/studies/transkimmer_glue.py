@@ -7,6 +7,7 @@ row per (task, variant, lambda) with the speedups, computed from the stored time
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import sys
 import time
@@ -285,6 +286,7 @@ def main_metric(task: str) -> str:
     return task_spec(task).metrics[0]
 
 
+@functools.lru_cache(maxsize=None)            # reads the task's TSVs: once per task and subset
 def majority_metric(task: str, subset: int = 0) -> float:
     """The task's main dev metric for a model that always predicts the majority training class
     (0 for regression: a constant has no correlation). A baseline not clearly above it learned
