@@ -33,21 +33,17 @@ KINDS = {"time": ("time_s", "latency"), "flops": ("flops", "FLOPs (counted)"),
          "memory": ("saved_bytes", "saved activations")}
 UNATTRIBUTED = "unattributed"       # backward engine between nodes, the loss: time only
 
-_all_labels = sorted({m for mod in MODALITIES for m in tp.model_labels(mod)})
-
-
 def _optional_mapping(item: p.Param, doc: str) -> p.Param:
     inner = p.mapping_of(item, MODALITIES)
     return p.Param(lambda name, value: {} if value == {} else inner.check(name, value), doc)
 
 
 PARAMETERS = {
-    "modalities": p.choices(*MODALITIES, doc="which modalities to profile"),
-    "models": p.mapping_of(p.choices(*_all_labels), MODALITIES,
-                           doc="models per modality (labels of the tipping-point study, "
-                               "'name:eager' = eager dense attention)"),
-    "lengths": p.mapping_of(p.positive_numbers(), MODALITIES,
-                            doc="inference lengths per modality: tokens, seconds (speech), image side px"),
+    # the tipping-point study's checks, so both accept exactly the same models and lengths
+    "modalities": tp.PARAMETERS["modalities"],
+    "models": tp.PARAMETERS["models"],
+    "lengths": p.Param(tp.PARAMETERS["lengths"].check,
+                       "inference lengths per modality: tokens, seconds (speech), image side px"),
     "training_lengths": _optional_mapping(p.positive_numbers(),
                                           "lengths measured in training mode (forward + backward) "
                                           "per modality; {} = inference only"),
