@@ -181,7 +181,7 @@ class ModuleTracer:
             if key and key not in params and key not in self._seen_storages:
                 self._seen_storages.add(key)
                 self.saved[self.current()] += storage.nbytes()
-            return t
+            return t.detach()    # never t itself: a saved output would hold its own graph node (a cycle)
         return torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
 
 
