@@ -1,27 +1,29 @@
-"""The pipeline: execute study notebooks with papermill under a parameter profile.
+"""The pipeline: every study of the registry (``effx.studies``), as notebooks or as plain sweeps.
 
-    python -m effx.pipeline run [--profile auto|quick|gpu|tiny|...] [--only NAME ...]
-                                [--out DIR] [-p NAME VALUE ...]
-    python -m effx.pipeline measure [--profile ...] [--only NAME ...] [-p NAME VALUE ...]
-    python -m effx.pipeline list
+    python -m effx.pipeline run      [--profile auto|quick|gpu|tiny|full] [--only NAME ...]
+                                     [--out DIR] [-p NAME VALUE ...] [--runner process|inline|ray]
+    python -m effx.pipeline measure  [same options]      the studies' units, without Jupyter
+    python -m effx.pipeline plan     [--profile ...]     units per study and estimated time
+    python -m effx.pipeline list                         studies, profiles, time shares
+    python -m effx.pipeline toc      [--check]           write (or check) book/_toc.yml
 
-Profiles live in ``notebooks/profiles/<notebook>.toml``, one table per profile. ``auto`` means
-``gpu`` when CUDA is present, else ``quick``. Executed notebooks land in ``book/generated/``
-(the book reads them; jupyter-book itself executes nothing). Every execution appends its wall
-time and status to ``data/results/<profile>/execution.jsonl`` for the reproducibility page.
-Parameters are validated before any kernel starts, so a bad value fails in a second with one
-message naming the parameter.
-
-``measure`` runs only the sweeps of the studies that measure something, in plain Python (no
-Jupyter): what a GPU machine without the book's toolchain needs. The notebooks later render
-those results from the store.
+A profile is a table in ``notebooks/profiles/<study>.toml`` holding only the values that differ
+from the study's defaults; ``auto`` is ``gpu`` when CUDA is present, else ``quick``. Parameters
+are validated before any kernel starts: a bad value stops with one message naming it. Executed
+notebooks land in ``book/generated/``; each execution's time, status and cause of failure go to
+``data/results/<profile>/execution.jsonl`` (the reproducibility page). While papermill runs a
+notebook (capturing its output), the runner's progress line is mirrored to the terminal.
+A failing notebook does not stop the others; the exit status says that one failed.
 """
 from __future__ import annotations
 
 import argparse
 import ast
 import datetime as dt
+import os
 import sys
+import tempfile
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -29,18 +31,21 @@ from pathlib import Path
 from effx.errors import ParameterError
 from effx.provenance import REPO_ROOT, git_commit
 from effx.results import append_record, results_root
+from effx.runner.progress import PROGRESS_FILE_ENV, duration
+from effx.studies import get_study, registry
+from effx.study import Study
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PROFILES_DIR = NOTEBOOKS_DIR / "profiles"
 GENERATED_DIR = REPO_ROOT / "book" / "generated"
-
-#: notebooks in book order; the last ones summarise the others
-ORDER = ["attention_scaling", "tipping_points", "cost_breakdown", "transkimmer_glue", "reproducibility"]
+TOC_PATH = REPO_ROOT / "book" / "_toc.yml"
+#: pages of the book that are not studies: (part, position, file)
+STATIC_PAGES = (("Foundations", 0, "methods"), ("About this book", 100, "findings"))
 
 
 def notebooks() -> list[str]:
-    present = {p.stem for p in NOTEBOOKS_DIR.glob("*.ipynb")}
-    return [n for n in ORDER if n in present] + sorted(present - set(ORDER))
+    """Every study, in book order (each has notebooks/<name>.ipynb)."""
+    return list(registry())
 
 
 def resolve_profile(profile: str) -> str:
@@ -50,12 +55,17 @@ def resolve_profile(profile: str) -> str:
     return profile
 
 
-def profile_params(name: str, profile: str) -> dict:
+def profile_tables(name: str) -> dict:
     path = PROFILES_DIR / f"{name}.toml"
-    tables = tomllib.loads(path.read_text()) if path.exists() else {}
+    return tomllib.loads(path.read_text()) if path.exists() else {}
+
+
+def profile_values(study: Study, profile: str) -> dict:
+    """The profile's values for a study (only those differing from its defaults)."""
+    tables = profile_tables(study.name)
     if profile not in tables:
         raise ParameterError("profile", profile, ", ".join(sorted(tables)) or "(none defined)",
-                             why=f"{path.relative_to(REPO_ROOT)} has no [{profile}] table")
+                             why=f"notebooks/profiles/{study.name}.toml has no [{profile}] table")
     return dict(tables[profile])
 
 
@@ -67,104 +77,178 @@ def parse_value(text: str):
         return text
 
 
-def check_parameters(name: str, params: dict) -> None:
-    """Validate before starting a kernel (studies without a schema validate in the notebook)."""
-    from effx import params as effx_params
-    from effx.studies import STUDIES
-    if name in STUDIES:
-        effx_params.validate(name, params)
+def parameters(study: Study, profile: str, overrides: dict) -> dict:
+    """The values to run with (profile + overrides, not yet defaulted), checked now."""
+    values = dict(profile_values(study, profile), **overrides, profile=profile)
+    study.validate(values)
+    return values
 
 
-def run_notebook(name: str, profile: str, overrides: dict, out_dir: Path) -> float:
+class _Mirror(threading.Thread):
+    """Prints the progress file's line whenever it changes (every few seconds)."""
+
+    def __init__(self, path: Path, every_s: float = 5.0):
+        super().__init__(daemon=True)
+        self.path, self.every_s, self.stop = path, every_s, threading.Event()
+
+    def run(self):
+        last = ""
+        while not self.stop.wait(self.every_s):
+            try:
+                line = self.path.read_text().strip()
+            except OSError:
+                continue
+            if line and line != last:
+                print(f"    {line}", flush=True)
+                last = line
+
+
+def run_notebook(study: Study, profile: str, overrides: dict, out_dir: Path,
+                 runner: str = "process", notebook: Path | None = None) -> tuple[float, str]:
+    """Execute one study's notebook; returns (seconds, status). Never raises for the notebook's
+    own failure (a cell error, a dead kernel): that is recorded with its cause."""
     import papermill as pm
-    params = dict(profile_params(name, profile), **overrides, profile=profile)
-    check_parameters(name, params)
+    values = dict(parameters(study, profile, overrides), runner=runner)
     out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    status = "ok"
+    source = notebook or NOTEBOOKS_DIR / f"{study.name}.ipynb"
+    progress = Path(tempfile.mkstemp(prefix=f"effx-{study.name}-", suffix=".progress")[1])
+    os.environ[PROGRESS_FILE_ENV] = str(progress)
+    mirror = _Mirror(progress)
+    mirror.start()
+    t0, status, error = time.perf_counter(), "ok", None
     try:
-        pm.execute_notebook(str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(out_dir / f"{name}.ipynb"),
-                            parameters=params, cwd=str(NOTEBOOKS_DIR), progress_bar=False,
-                            kernel_name="python3")
-    except pm.PapermillExecutionError as exc:
-        status = f"failed: {exc.ename}: {exc.evalue}"
-        raise SystemExit(f"notebook '{name}' failed ({exc.ename}): {exc.evalue}\n"
-                         f"  executed copy with the traceback: {out_dir / (name + '.ipynb')}")
+        pm.execute_notebook(str(source), str(out_dir / f"{study.name}.ipynb"), parameters=values,
+                            cwd=str(NOTEBOOKS_DIR), progress_bar=False, kernel_name="python3")
+    except Exception as exc:  # noqa: BLE001 - any failure, a dead kernel included, is recorded
+        status = "failed"
+        error = (f"{exc.ename}: {exc.evalue}" if isinstance(exc, pm.PapermillExecutionError)
+                 else f"{type(exc).__name__}: {exc}")[:2000]
     finally:
+        mirror.stop.set()
+        os.environ.pop(PROGRESS_FILE_ENV, None)
+        progress.unlink(missing_ok=True)
         seconds = time.perf_counter() - t0
         append_record(results_root() / profile / "execution.jsonl",
-                      {"notebook": name, "profile": profile, "seconds": round(seconds, 1),
-                       "status": status, "commit": git_commit(), "overrides": overrides,
+                      {"notebook": study.name, "profile": profile, "seconds": round(seconds, 1),
+                       "share_s": study.share_s, "status": status, "error": error,
+                       "runner": runner, "commit": git_commit(), "overrides": overrides,
                        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    return seconds
+    if error:
+        print(f"  {study.name} FAILED: {error}\n  executed copy with the traceback: "
+              f"{out_dir / (study.name + '.ipynb')}", flush=True)
+    return seconds, status
 
 
-def measure_study(name: str, profile: str, overrides: dict) -> float:
-    """Validate the profile's parameters and run the study's sweep without a notebook."""
-    from effx import params as effx_params
-    from effx.profiling.sweep import sweep_study
-    P = effx_params.validate(name, dict(profile_params(name, profile), **overrides, profile=profile))
-    t0 = time.perf_counter()
-    _, counts = sweep_study(name, P)
-    seconds = time.perf_counter() - t0
-    print(f"  {name}: {counts}", flush=True)
-    return seconds
+def measure_study(study: Study, profile: str, overrides: dict, runner: str = "process",
+                  address: str | None = None) -> tuple[float, str]:
+    """A study's units without a notebook (e.g. on a GPU machine without Jupyter)."""
+    from effx.runner import run_study
+    P = study.validate(dict(parameters(study, profile, overrides), profile=profile))
+    summary = run_study(study, P, backend=runner, address=address)
+    print(f"  {summary}", flush=True)
+    return summary.seconds, "ok" if not summary.failed else "failed"
 
 
-def measurable(name: str) -> bool:
-    from effx.studies import STUDIES
-    return name in STUDIES and hasattr(STUDIES[name], "points") and hasattr(STUDIES[name], "measure")
+def toc_text() -> str:
+    """book/_toc.yml from the registry: parts in order, chapters by position."""
+    from effx.study import PARTS
+    pages = [(s.part, s.position, f"generated/{s.name}") for s in registry().values()]
+    pages += list(STATIC_PAGES)
+    lines = ["# Generated by `python -m effx.pipeline toc` from the study registry: do not edit.",
+             "format: jb-book", "root: intro", "parts:"]
+    for part in PARTS:
+        files = [f for pt, _, f in sorted(pages, key=lambda x: x[1]) if pt == part]
+        if files:
+            lines += [f"  - caption: {part}", "    chapters:"] + [f"      - file: {f}" for f in files]
+    return "\n".join(lines) + "\n"
+
+
+def plan(names: list[str], profile: str) -> list[dict]:
+    """Units and estimated seconds per study (the studies' own cost estimates)."""
+    rows = []
+    for name in names:
+        study = get_study(name)
+        if not study.measures:
+            continue
+        P = study.validate(dict(parameters(study, profile, {}), profile=profile))
+        units = study.units(P)
+        rows.append({"study": name, "units": len(units), "estimate_s": sum(u.cost_s for u in units)})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m effx.pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="execute notebooks")
-    run.add_argument("--profile", default="auto")
-    run.add_argument("--only", nargs="*", default=None, metavar="NAME")
-    run.add_argument("--out", type=Path, default=GENERATED_DIR)
-    run.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
-    meas = sub.add_parser("measure", help="run the studies' sweeps without notebooks")
-    meas.add_argument("--profile", default="auto")
-    meas.add_argument("--only", nargs="*", default=None, metavar="NAME")
-    meas.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
-    sub.add_parser("list", help="list notebooks and their profiles")
+    for cmd in ("run", "measure", "plan"):
+        sp = sub.add_parser(cmd)
+        sp.add_argument("--profile", default="auto")
+        sp.add_argument("--only", nargs="*", default=None, metavar="NAME")
+        sp.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+        sp.add_argument("--runner", default=os.environ.get("EFFX_RUNNER", "process"))
+        sp.add_argument("--address", default=None, help="Ray cluster address (--runner ray)")
+        sp.add_argument("--out", type=Path, default=GENERATED_DIR)
+    sub.add_parser("list")
+    toc = sub.add_parser("toc")
+    toc.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-
-    if args.command == "list":
-        for name in notebooks():
-            path = PROFILES_DIR / f"{name}.toml"
-            tables = sorted(tomllib.loads(path.read_text())) if path.exists() else []
-            print(f"{name:20s} profiles: {', '.join(tables)}")
-        return 0
-
     try:
-        profile = resolve_profile(args.profile)
-        names = notebooks() if args.command == "run" else [n for n in notebooks() if measurable(n)]
-        chosen = args.only or names
-        for name in chosen:
-            if name not in names:
-                raise ParameterError("NB", name, ", ".join(names))
-        overrides = {k: parse_value(v) for k, v in args.p}
-        if overrides and len(chosen) != 1:
-            raise ParameterError("PARAMS", overrides, "parameters for exactly one notebook (NB=...)")
-        print(f"effx: profile '{profile}', {args.command}: {', '.join(chosen)}", flush=True)
-        total = 0.0
-        for name in chosen:
-            print(f"  {args.command} {name} ...", flush=True)
-            if args.command == "run":
-                seconds = run_notebook(name, profile, overrides, args.out)
-            else:
-                seconds = measure_study(name, profile, overrides)
-            total += seconds
-            print(f"  {name}: {seconds:.1f} s", flush=True)
-        where = args.out if args.command == "run" else results_root() / profile
-        print(f"effx: {len(chosen)} in {total:.1f} s -> {where}", flush=True)
+        return _dispatch(args)
     except ParameterError as exc:
         print(f"effx: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+
+
+def _dispatch(args) -> int:
+    if args.command == "list":
+        for name, study in registry().items():
+            tables = ", ".join(sorted(profile_tables(name)))
+            print(f"{name:20s} {study.part:16s} share {study.share_s:4d} s  profiles: {tables}")
+        return 0
+    if args.command == "toc":
+        if args.check:
+            ok = TOC_PATH.exists() and TOC_PATH.read_text() == toc_text()
+            print("book/_toc.yml matches the registry" if ok else
+                  "book/_toc.yml is out of date: run `python -m effx.pipeline toc`")
+            return 0 if ok else 1
+        TOC_PATH.write_text(toc_text())
+        return 0
+    profile = resolve_profile(args.profile)
+    names = [n for n, s in registry().items() if args.command == "run" or s.measures]
+    chosen = args.only or names
+    for name in chosen:
+        if name not in names:
+            raise ParameterError("NB", name, ", ".join(names))
+    overrides = {k: parse_value(v) for k, v in args.p}
+    if overrides and len(chosen) != 1:
+        raise ParameterError("PARAMS", overrides, "parameters for exactly one notebook (NB=...)")
+    if args.command == "plan":
+        rows = plan(chosen, profile)
+        for r in rows:
+            print(f"{r['study']:20s} {r['units']:4d} units  ~{duration(r['estimate_s'])}")
+        print(f"total ~{duration(sum(r['estimate_s'] for r in rows))}")
+        return 0
+    for name in chosen:                     # every notebook's parameters, before any kernel starts
+        parameters(get_study(name), profile, overrides)
+    print(f"effx: profile '{profile}', {args.command}: {', '.join(chosen)}", flush=True)
+    results, total = [], 0.0
+    for name in chosen:
+        study = get_study(name)
+        print(f"  {args.command} {name} (share of the quick build: {study.share_s} s) ...", flush=True)
+        if args.command == "run":
+            seconds, status = run_notebook(study, profile, overrides, args.out, args.runner)
+        else:
+            seconds, status = measure_study(study, profile, overrides, args.runner, args.address)
+        total += seconds
+        results.append((name, seconds, study.share_s, status))
+        print(f"  {name}: {seconds:.1f} s ({status})", flush=True)
+    print(f"effx: {len(chosen)} notebooks in {total:.1f} s ({duration(total)}):")
+    for name, seconds, share, status in results:
+        print(f"  {name:20s} {seconds:7.1f} s  share {share:5d} s  {status}")
+    failed = [r[0] for r in results if r[3] != "ok"]
+    if failed:
+        print(f"effx: FAILED: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

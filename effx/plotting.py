@@ -28,12 +28,14 @@ def scaled(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_grid(df: pd.DataFrame, *, x: str, x_label: str, hue: str, style: str | None = None,
-                row: str | None = None, title: str | None = None, errorbars: bool = True):
-    """One panel per metric (columns), log-log axes; IQR bands from q25/q75 when present."""
+                row: str | None = None, title: str | None = None, errorbars: bool = True,
+                col_wrap: int | None = 2):
+    """One panel per metric, ``col_wrap`` a row (legible at page width), log-log axes; IQR bands
+    from q25/q75 when present."""
     data = scaled(df)
     g = sns.relplot(data=data, x=x, y="shown", hue=hue, style=style, col="metric_label", row=row,
-                    kind="line", marker="o", markersize=5, height=3.4, aspect=1.1,
-                    facet_kws={"sharey": False}, errorbar=None)
+                    col_wrap=None if row else col_wrap, kind="line", marker="o", markersize=5,
+                    height=3.3, aspect=1.25, facet_kws={"sharey": False}, errorbar=None)
     if errorbars and {"q25", "q75"} <= set(data.columns):
         for (row_val, col_val), ax in g.axes_dict.items() if row else ((( None, k), v) for k, v in g.axes_dict.items()):
             sub = data[data.metric_label == col_val]

@@ -52,17 +52,35 @@ def versions() -> dict[str, str]:
     return out
 
 
-def hardware(device: str = "cpu") -> dict[str, str | int]:
+def gpu_settings() -> dict:
+    """What changes GPU numbers besides the code: TF32 switches and the SDPA backends enabled."""
+    import torch
+    return {"tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "sdpa_flash": torch.backends.cuda.flash_sdp_enabled(),
+            "sdpa_mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+            "sdpa_math": torch.backends.cuda.math_sdp_enabled()}
+
+
+def hardware(device: str = "cpu", threads: int | None = None) -> dict[str, str | int]:
+    """The machine: CPU model, cores, torch threads (``threads``: the count the work will run
+    with, set before it starts; default the current one), host, 1-minute load, GPU and its
+    settings."""
     import torch
     info: dict[str, str | int] = {"cpu_model": cpu_model(), "cpu_count": os.cpu_count() or 0,
-                                  "torch_threads": torch.get_num_threads(), "device": str(device)}
+                                  "torch_threads": int(threads or torch.get_num_threads()),
+                                  "device": str(device), "host": platform.node(),
+                                  "load_1min": round(os.getloadavg()[0], 2)}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu_name"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda or "unknown"
+        info.update(gpu_settings())
     return info
 
 
-def new_run(study: str, profile: str, params: dict, device: str = "cpu") -> dict:
+def new_run(study: str, profile: str, params: dict, device: str = "cpu",
+            threads: int | None = None) -> dict:
     """A provenance record for one execution of a study."""
     now = _dt.datetime.now(_dt.timezone.utc)
     return {
@@ -72,6 +90,6 @@ def new_run(study: str, profile: str, params: dict, device: str = "cpu") -> dict
         "date": now.isoformat(timespec="seconds"),
         "commit": git_commit(),
         "versions": versions(),
-        "hardware": hardware(device),
+        "hardware": hardware(device, threads),
         "params": params,
     }

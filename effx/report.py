@@ -33,3 +33,34 @@ def glue_numbers(prefix: str, values: dict) -> dict:
         glue(f"{prefix}_{key}", value, display=False)
         out[key] = value
     return out
+
+
+def parameter_table(study, P: dict):
+    """The parameters of this run as one small table (value, and whether it is the default)."""
+    import pandas as pd
+    defaults = study.defaults()
+    rows = [{"parameter": name, "value": _short(value),
+             "default": "yes" if name in defaults and defaults[name] == value else ""}
+            for name, value in P.items()]
+    return pd.DataFrame(rows).set_index("parameter")
+
+
+def _short(value, width: int = 90) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def committed_store(study: str, profile: str, current_profile: str):
+    """The store of a committed profile (``gpu``, ``full``) when it exists and is not the one this
+    build measures; else None."""
+    from effx.results import ResultStore
+    store = ResultStore(study, profile)
+    return store if store.exists() and profile != current_profile else None
+
+
+def styled(table, formats: dict | None = None, caption: str | None = None):
+    """A DataFrame shown whole, formatted (no '...' truncation, no NaN: an empty cell)."""
+    style = table.style.format(formats or {}, na_rep="")
+    if caption:
+        style = style.set_caption(caption)
+    return style.hide(axis="index") if table.index.name is None else style

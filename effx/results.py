@@ -5,11 +5,13 @@ Layout, one folder per parameter profile:
     data/results/<profile>/<study>.jsonl   one JSON record per measured point
     data/results/<profile>/runs.jsonl      one provenance record per run (commit, versions, ...)
 
-A point record is ``{"point": {...}, "status": "ok"|"oom"|..., "metrics": {name: {...}},
-"info": {...}, "run_id": ...}``. ``point`` holds every parameter that defines the measurement
-(model, device, dtype, mode, batch, length, ...); it is the key a rerun uses to skip work already
-done. Every write replaces the file atomically (temporary file + ``os.replace``) under a lock, so an
-interrupted run never leaves a torn file and loses nothing already written.
+A record is ``{"point": {...}, "status": ..., "metrics": {name: {"value", "unit", "samples"?}},
+"info": {...}, "run_id": ..., "unit": ..., "unit_series": ..., "write": ...}``. ``point`` holds
+every setting that defines the measurement; ``unit`` is the id of the unit of work that produced
+it (``effx.study.Unit``): the runner writes all records of one unit in one atomic append, and a
+later write of the same unit replaces the earlier one (a failed unit retried, a point measured
+again with a larger time budget). Every write replaces the file atomically (temporary file +
+``os.replace``) under a lock, so an interrupted run never leaves a torn file.
 """
 from __future__ import annotations
 
@@ -19,14 +21,13 @@ import json
 import math
 import os
 import tempfile
+import uuid
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from effx.provenance import REPO_ROOT, new_run
-
-#: statuses that count as "this point is done" on resume; anything else is measured again
-FINAL_STATUSES = ("ok", "oom", "over_budget", "skipped_after_oom", "unsupported")
 
 
 def results_root() -> Path:
@@ -34,7 +35,7 @@ def results_root() -> Path:
 
 
 def point_key(point: dict) -> str:
-    """Canonical text of a point: the identity used for resume."""
+    """Canonical text of a point: its identity."""
     return json.dumps(point, sort_keys=True, default=str)
 
 
@@ -68,16 +69,17 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def append_record(path: Path, record: dict) -> None:
-    """Append one record by rewriting the file to a temporary and renaming it over the old one."""
+def append_records(path: Path, records: list[dict]) -> None:
+    """Append records in one step: the file is rewritten to a temporary and renamed over the old."""
     with _locked(path):
         old = path.read_text() if path.exists() else ""
         if old and not old.endswith("\n"):
             old += "\n"
+        new = "".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "w") as f:
-                f.write(old + json.dumps(_clean(record), sort_keys=True) + "\n")
+                f.write(old + new)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -87,12 +89,33 @@ def append_record(path: Path, record: dict) -> None:
             raise
 
 
+def append_record(path: Path, record: dict) -> None:
+    append_records(path, [record])
+
+
 def metric(value: float, unit: str, samples=None) -> dict:
     """A metric entry: the value (median when samples are given), its unit, and the raw samples."""
     entry = {"value": float(value), "unit": unit}
     if samples is not None:
         entry["samples"] = [float(s) for s in samples]
     return entry
+
+
+def latest(records: list[dict]) -> list[dict]:
+    """The records that stand: per unit its latest write; records without a unit (written before
+    units existed), the latest per point."""
+    by_unit: dict[str, tuple[str, list[dict]]] = {}
+    by_point: dict[str, dict] = {}
+    for rec in records:
+        unit = rec.get("unit")
+        if unit is None:
+            by_point[point_key(rec["point"])] = rec
+            continue
+        write = rec.get("write", "")
+        if unit not in by_unit or by_unit[unit][0] != write:
+            by_unit[unit] = (write, [])
+        by_unit[unit][1].append(rec)
+    return list(by_point.values()) + [r for _, recs in by_unit.values() for r in recs]
 
 
 class ResultStore:
@@ -106,43 +129,46 @@ class ResultStore:
         self.run: dict | None = None
 
     # -- writing -------------------------------------------------------------------------------
-    def start_run(self, params: dict, device: str = "cpu") -> dict:
-        """Write a provenance record; rows recorded afterwards point at it."""
-        self.run = new_run(self.study, self.profile, params, device)
+    def start_run(self, params: dict, device: str = "cpu", threads: int | None = None) -> dict:
+        """Write a provenance record; records written afterwards point at it."""
+        self.run = new_run(self.study, self.profile, params, device, threads)
         append_record(self.runs_path, self.run)
         return self.run
 
-    def record(self, point: dict, metrics: dict | None = None, status: str = "ok",
-               info: dict | None = None) -> dict:
+    def record_unit(self, unit: str, records: list, series: str = "") -> list[dict]:
+        """Store all records of one unit's execution at once; returns them as stored."""
         if self.run is None:
-            raise RuntimeError("call start_run(params) before record(): every row needs provenance")
-        rec = {"point": point, "status": status, "metrics": metrics or {}, "info": info or {},
-               "run_id": self.run["run_id"]}
-        append_record(self.path, rec)
-        return rec
+            raise RuntimeError("call start_run(params) first: every record needs provenance")
+        write = uuid.uuid4().hex[:12]
+        rows = []
+        for r in records:
+            r = asdict(r) if is_dataclass(r) else dict(r)
+            rows.append({**r, "run_id": self.run["run_id"], "unit": unit, "unit_series": series,
+                         "write": write})
+        append_records(self.path, rows)
+        return [json.loads(json.dumps(_clean(r), sort_keys=True)) for r in rows]
 
     # -- reading -------------------------------------------------------------------------------
     def records(self) -> list[dict]:
-        """All records, the latest per point winning (a point measured again replaces the old)."""
-        latest: dict[str, dict] = {}
-        for rec in read_jsonl(self.path):
-            latest[point_key(rec["point"])] = rec
-        return list(latest.values())
+        return latest(read_jsonl(self.path))
 
-    def done_keys(self) -> set[str]:
-        return {point_key(r["point"]) for r in self.records() if r["status"] in FINAL_STATUSES}
-
-    def is_done(self, point: dict) -> bool:
-        return point_key(point) in self.done_keys()
+    def records_by_unit(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for rec in self.records():
+            if rec.get("unit") is not None:
+                out.setdefault(rec["unit"], []).append(rec)
+        return out
 
     def runs(self) -> dict[str, dict]:
         return {r["run_id"]: r for r in read_jsonl(self.runs_path)}
 
-    def table(self, with_provenance: bool = True, only: list[dict] | None = None) -> pd.DataFrame:
-        """Tidy table: one row per (point, metric). Points without metrics give one row (metric=None).
+    def exists(self) -> bool:
+        return self.path.exists()
 
-        only: restrict to these points (e.g. the points of the current parameters).
-        """
+    def table(self, with_provenance: bool = True, only: list[dict] | None = None) -> pd.DataFrame:
+        """Tidy table: one row per (point, metric); points without metrics give one row
+        (metric None). ``info`` fields become ``info_<name>`` columns; ``samples`` holds the raw
+        repeats. only: restrict to these points (e.g. the points of the current parameters)."""
         runs = self.runs() if with_provenance else {}
         wanted = None if only is None else {point_key(p) for p in only}
         rows = []
@@ -153,32 +179,28 @@ class ResultStore:
             base.update({f"info_{k}": v for k, v in rec.get("info", {}).items()})
             if with_provenance and rec["run_id"] in runs:
                 run = runs[rec["run_id"]]
-                base.update(commit=run["commit"], date=run["date"],
-                            device_name=run["hardware"].get("gpu_name", run["hardware"]["cpu_model"]),
+                base.update(commit=run["commit"], date=run["date"], device_name=device_name(run),
                             torch_version=run["versions"]["torch"])
             if not rec["metrics"]:
-                rows.append(dict(base, metric=None, value=float("nan"), unit=None))
+                rows.append(dict(base, metric=None, value=float("nan"), unit=None, samples=[]))
             for name, m in rec["metrics"].items():
                 samples = m.get("samples") or []
-                row = dict(base, metric=name, value=m["value"], unit=m.get("unit"), n=len(samples))
+                row = dict(base, metric=name, value=m["value"], unit=m.get("unit"),
+                           n=len(samples), samples=samples)
                 if samples:
                     s = pd.Series(samples)
                     row.update(q25=s.quantile(0.25), q75=s.quantile(0.75))
                 rows.append(row)
         return pd.DataFrame(rows)
 
-    def samples(self) -> dict[str, dict[str, list[float]]]:
-        """Raw repeats per point key and metric (for bootstrap intervals)."""
-        return {point_key(r["point"]): {k: m.get("samples", []) for k, m in r["metrics"].items()}
-                for r in self.records()}
 
-
-def load_table(study: str, profile: str, root: Path | str | None = None) -> pd.DataFrame:
-    return ResultStore(study, profile, root).table()
+def device_name(run: dict) -> str:
+    hw = run.get("hardware", {})
+    return hw.get("gpu_name") or hw.get("cpu_model", "?")
 
 
 def provenance_summary(store: ResultStore, table: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per run that contributed rows: when, which commit, which hardware and versions."""
+    """One row per run that contributed rows: date, commit, device, threads, load, versions."""
     table = store.table() if table is None else table
     used = set(table["run_id"]) if len(table) else set()
     rows = []
@@ -186,8 +208,10 @@ def provenance_summary(store: ResultStore, table: pd.DataFrame | None = None) ->
         if run_id not in used:
             continue
         hw, ver = run["hardware"], run["versions"]
-        rows.append({"run": run_id, "date": run["date"], "commit": run["commit"][:12] + ("+dirty" if run["commit"].endswith("+dirty") else ""),
-                     "device": hw.get("gpu_name", hw["cpu_model"]), "threads": hw.get("torch_threads"),
+        rows.append({"run": run_id, "date": run["date"], "commit": run["commit"][:12]
+                     + ("+dirty" if run["commit"].endswith("+dirty") else ""),
+                     "device": device_name(run), "host": hw.get("host"),
+                     "threads": hw.get("torch_threads"), "load (1 min)": hw.get("load_1min"),
                      "torch": ver["torch"], "triton": ver.get("triton"), "effx": ver["effx"],
                      "points": int((table.run_id == run_id).sum())})
     return pd.DataFrame(rows)

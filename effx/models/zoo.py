@@ -48,7 +48,7 @@ class ZooEntry:
     build(size="base"|"tiny", attn_implementation="sdpa"|"eager", **overrides) -> model (eval)
     make_inputs(model, batch, length, device, dtype) -> kwargs for ``model(**kwargs)``;
         length in ``length_unit`` (tokens: int, seconds: float, pixels: int image side).
-        Raises effx.profiling.Unsupported for lengths the model cannot take.
+        Raises effx.errors.Unsupported for lengths the model cannot take.
     describe(model, inputs) -> {"attention_path", "attn_implementation", "sequence_length",
         "padded_length", ...}: what really runs (sequence lengths in tokens / frames / patches).
     """

@@ -20,7 +20,7 @@ from torchaudio.models import wav2vec2_model
 
 from effx.attention import sliding_window as sw
 from effx.models import lhubert
-from effx.profiling import Unsupported
+from effx.errors import Unsupported
 
 HUBERT_BASE = dict(  # torchaudio.models.hubert_base(), encoder_layer_drop 0.05 -> 0
     extractor_mode="group_norm", extractor_conv_layer_config=None, extractor_conv_bias=False,

@@ -36,7 +36,7 @@ import math
 import torch
 import transformers as hf
 
-from effx.profiling import Unsupported
+from effx.errors import Unsupported
 
 MAX_TOKENS = 16384
 FIRST_ID = 5  # random token ids avoid the special ids (pad = 0 or 1 in these vocabularies)
@@ -158,7 +158,16 @@ def build_bigbird(size: str, attn_implementation: str, **overrides):
                   block_size=64, num_random_blocks=3, max_position_embeddings=MAX_TOKENS)
     model = hf.BigBirdModel(cfg).eval()
     model.register_forward_pre_hook(_bigbird_reset, with_kwargs=True)
+    model.encoder.layer[0].attention.register_forward_pre_hook(_bigbird_observe)
     return model
+
+
+def _bigbird_observe(attention, args):
+    """Forward pre-hook on the first layer's BigBirdAttention (a module the switch keeps): note
+    the class of the attention that really runs in this call, read from the module itself."""
+    observed = type(attention.self).__name__
+    attention._effx_ran = {"BigBirdBlockSparseAttention": "block_sparse",
+                           "BigBirdSelfAttention": "original_full"}.get(observed, observed)
 
 
 def bigbird_inputs(model, batch, length, device="cpu", dtype=None):
@@ -173,8 +182,10 @@ def describe_bigbird(model, inputs):
     path = bigbird_path(model.config, model.config.attention_type, t)
     bs = model.config.block_size
     padded = math.ceil(t / bs) * bs if path == "block_sparse" else t   # _pad_to_block_size
-    return {"attention_path": path, "attn_implementation": "bigbird", "sequence_length": t,
-            "padded_length": padded, "full_attention_up_to": bigbird_full_threshold(model.config)}
+    ran = getattr(model.encoder.layer[0].attention, "_effx_ran", None)   # set once it has run
+    return {"attention_path": path, "attention_path_observed": ran or "not run yet",
+            "attn_implementation": "bigbird", "sequence_length": t, "padded_length": padded,
+            "full_attention_up_to": bigbird_full_threshold(model.config)}
 
 
 # ---------------------------------------------------------------- Nystromformer

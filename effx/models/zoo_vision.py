@@ -27,7 +27,7 @@ import math
 import torch
 import transformers as hf
 
-from effx.profiling import Unsupported
+from effx.errors import Unsupported
 
 VIT = {"base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                     intermediate_size=3072),

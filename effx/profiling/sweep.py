@@ -22,8 +22,7 @@ from tqdm import tqdm
 from effx.results import ResultStore, point_key
 
 
-class Unsupported(Exception):
-    """The model cannot run this point by construction (recorded, not an error)."""
+from effx.errors import Unsupported  # noqa: E402  (re-exported for old callers)
 
 
 def is_oom(exc: BaseException) -> bool:

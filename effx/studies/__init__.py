@@ -1,42 +1,42 @@
-"""Studies: one module per notebook, holding its parameter schema and its analysis code.
+"""The registry of studies: every module (or package) in this folder whose name does not start
+with an underscore is a study and must define ``STUDY`` (an ``effx.study.Study``).
 
-``STUDIES`` maps a notebook name (notebooks/<name>.ipynb) to its module; each module defines
-``PARAMETERS: dict[str, effx.params.Param]``. Adding a study = adding a module and a line here.
+Adding a study = one module here, one notebook ``notebooks/<name>.ipynb`` and one profile file
+``notebooks/profiles/<name>.toml``. The pipeline, the book's table of contents, the
+reproducibility page and the GPU session all read this registry; nothing else lists studies.
 """
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 
-_MODULES = {
-    "attention_scaling": "effx.studies.attention_scaling",
-    "tipping_points": "effx.studies.tipping_points",
-    "cost_breakdown": "effx.studies.cost_breakdown",
-    "reproducibility": "effx.studies.reproducibility",
-    "transkimmer_glue": "effx.studies.transkimmer_glue",
-}
+from effx.errors import ParameterError
+from effx.study import PARTS, Study
 
 
-class _Registry(dict):
-    """Imports a study module the first time it is looked up (keeps `import effx` light)."""
-
-    def __missing__(self, name):
-        if name not in _MODULES:
-            raise KeyError(name)
-        module = importlib.import_module(_MODULES[name])
-        self[name] = module
-        return module
-
-    def __contains__(self, name):
-        return name in _MODULES
-
-    def __iter__(self):
-        return iter(_MODULES)
-
-    def __len__(self):
-        return len(_MODULES)
-
-    def keys(self):
-        return _MODULES.keys()
+@functools.cache
+def registry() -> dict[str, Study]:
+    """name -> Study, in book order (part, then position)."""
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        study = getattr(module, "STUDY", None)
+        if not isinstance(study, Study):
+            raise TypeError(f"effx.studies.{info.name} defines no STUDY record (effx.study.Study); "
+                            "helper modules of a study start with an underscore")
+        if study.name != info.name:
+            raise TypeError(f"effx.studies.{info.name}: STUDY.name is {study.name!r}")
+        found.append(study)
+    found.sort(key=lambda s: (PARTS.index(s.part), s.position, s.name))
+    return {s.name: s for s in found}
 
 
-STUDIES = _Registry()
+def get_study(name: str) -> Study:
+    """The study called ``name``; ParameterError listing the studies otherwise."""
+    studies = registry()
+    if name not in studies:
+        raise ParameterError("study", name, ", ".join(studies))
+    return studies[name]

@@ -1,126 +1,144 @@
 """Attention operators in isolation: how latency, memory and FLOPs of each variant grow with T.
 
-The first vertical slice of the pipeline (package -> notebook -> results store -> book): the
-attention core alone, no projections or feed-forward, so the asymptotics are visible before the
-full models of the tipping-point study blur them.
+The attention core alone (no projections, no feed-forward), so the asymptotics are visible
+before the full models of the tipping-point study blur them. A unit is one (mode, length): every
+variant is measured there, their calls alternating (``effx.profiling.paired``). The variants and
+their facts (options, keys per query, analytic FLOPs) come from ``effx.attention.ATTENTION``.
 """
 from __future__ import annotations
 
-import math
+import statistics
 
 import pandas as pd
 import torch
 
 from effx import params as p
 from effx.attention import ATTENTION
-from effx.attention.block_sparse import band_layout
 from effx.device import resolve_dtype
-from effx.profiling import Unsupported, make_step, measure_step
-from effx.profiling.point import METRICS, MODES
+from effx.errors import Unsupported
+from effx.profiling.flops import count_flops
+from effx.profiling.memory import peak_memory_bytes
+from effx.profiling.paired import time_alternating, warm_up
+from effx.profiling.point import make_step
+from effx.results import metric
+from effx.runner.local import is_oom
+from effx.study import Record, Study, Unit
+
+MODES = ("inference", "training")
+METRICS = ("latency", "memory", "flops")
 
 PARAMETERS = {
-    "variants": p.choices(*ATTENTION, doc="attention variants to measure"),
-    "lengths": p.positive_ints("sequence lengths T (tokens)", maximum=1 << 20),
-    "batch": p.positive_int("batch size B"),
-    "heads": p.positive_int("attention heads H"),
-    "head_dim": p.positive_int("head dimension D"),
-    "window": p.positive_int("sliding window: keys on each side of a query"),
-    "block": p.positive_int("block size of the block-sparse band layout"),
-    "landmarks": p.positive_int("Nystrom landmarks"),
-    "modes": p.choices(*MODES, doc="inference and/or training (forward + backward)"),
-    "metrics": p.choices(*METRICS, doc="what to measure per point"),
+    "variants": p.choices(*ATTENTION, default=list(ATTENTION), doc="attention variants"),
+    "lengths": p.positive_ints("sequence lengths T (tokens)", maximum=1 << 20,
+                               default=[256, 512, 1024, 2048, 4096]),
+    "batch": p.positive_int("batch size B", default=1),
+    "heads": p.positive_int("attention heads H", default=12),
+    "head_dim": p.positive_int("head dimension D", default=64),
+    "window": p.positive_int("sliding window: keys on each side of a query", default=128),
+    "block": p.positive_int("block size of the block-sparse band layout", default=64),
+    "landmarks": p.positive_int("Nystrom landmarks", default=64),
+    "modes": p.choices(*MODES, default=["inference", "training"]),
+    "metrics": p.choices(*METRICS, default=list(METRICS)),
     "device": p.device(),
-    "dtype": p.dtype("float32", "bfloat16", "float16"),
-    "repeats": p.positive_int("timed repeats per point (median reported)"),
-    "warmup": p.positive_int("untimed warm-up calls per point"),
-    "threads": p.positive_int("CPU threads used by torch while timing"),
-    "budget_s": p.positive_number("a series stops growing T once one point takes longer (s)"),
+    "dtype": p.dtype(),
+    "repeats": p.positive_int("alternating timed rounds per point", default=10),
+    "warmup": p.positive_int("untimed warm-up calls per variant and point", default=2),
+    "threads": p.positive_int("CPU threads used by torch while timing", default=2),
+    "budget_s": p.positive_number("a variant whose warm-up call takes longer than this (s) is "
+                                  "not timed at this length or longer ones", default=2.0),
 }
 
 
-def variant_options(variant: str, P: dict, t: int) -> dict:
-    """Options of the attention function for this variant at length t."""
-    if variant == "sliding_window":
-        return {"window": P["window"]}
-    if variant == "block_sparse":
-        return {"block": P["block"], "layout": band_layout(math.ceil(t / P["block"]), 1)}
-    if variant == "nystrom":
-        return {"num_landmarks": P["landmarks"]}
-    return {}
+def options(variant: str, P: dict) -> dict:
+    """The variant's options under these parameters (the spec fills in the rest)."""
+    return {"sliding_window": {"window": P["window"]}, "block_sparse": {"block": P["block"]},
+            "nystrom": {"num_landmarks": P["landmarks"]}}.get(variant, {})
 
 
-def keys_per_query(variant: str, P: dict, t: int) -> float:
-    """Keys each query really attends to (for analytic FLOPs)."""
-    if variant == "sliding_window":
-        w = min(P["window"], t - 1)
-        i = torch.arange(t)
-        return float(((i + w).clamp(max=t - 1) - (i - w).clamp(min=0) + 1).float().mean())
-    if variant == "block_sparse":
-        return float(min(3 * P["block"], t))
-    if variant == "nystrom":
-        return float(3 * min(P["landmarks"], t))        # F, A and B products, each ~T*m
-    return float(t)
+def units(P: dict) -> list[Unit]:
+    return [Unit(dict(mode=m, length=t, batch=P["batch"], heads=P["heads"],
+                      head_dim=P["head_dim"], device=P["device"], dtype=P["dtype"],
+                      variants={v: ATTENTION[v].label(**options(v, P)) for v in P["variants"]}),
+                 f"{m} at T={t}", series=m, cost_s=t * (3 if m == "training" else 1) / 512,
+                 gpus=int(P["device"] != "cpu"))
+            for m in P["modes"] for t in P["lengths"]]
 
 
-def option_label(variant: str, P: dict) -> str:
-    """The variant's defining option, part of the point key (a new window is a new point)."""
-    return {"sliding_window": f"window={P['window']}", "block_sparse": f"block={P['block']},band=1",
-            "nystrom": f"landmarks={P['landmarks']}"}.get(variant, "")
+def execute(unit: Unit, P: dict, ctx) -> list[Record]:
+    k = unit.key
+    t, dev = k["length"], torch.device(k["device"])
+    dtype = resolve_dtype(k["dtype"], dev)
+    shape = (k["batch"], k["heads"], t, k["head_dim"])
+    training = k["mode"] == "training"
+    gen = torch.Generator().manual_seed(0)
+    q, kk, v = (torch.randn(shape, generator=gen).to(dev, dtype).requires_grad_(training)
+                for _ in range(3))
+    records, steps, inner = {}, {}, {}
+    for name in P["variants"]:
+        spec, opts = ATTENTION[name], options(name, P)
+        point = dict(variant=name, option=spec.label(**opts), mode=k["mode"], device=k["device"],
+                     dtype=k["dtype"], batch=k["batch"], heads=k["heads"], head_dim=k["head_dim"],
+                     length=t)
+        stopped = [r for r in ctx.earlier if r["point"].get("variant") == name
+                   and r["point"]["length"] < t and r.get("info", {}).get("stopped_by_budget_s")]
+        try:
+            if name == "nystrom" and t < P["landmarks"]:
+                raise Unsupported(f"T={t} < landmarks={P['landmarks']}")
+            call = spec.call_options(t, **opts)
+            step = make_step(lambda fn=spec.fn, call=call: fn(q, kk, v, **call), k["mode"])
+            m = {}
+            if "memory" in P["metrics"]:
+                m["peak_memory_bytes"] = metric(peak_memory_bytes(step, dev), "bytes")
+            if "flops" in P["metrics"]:
+                m["flops"] = metric(count_flops(step)[0], "FLOP")
+        except Unsupported as exc:
+            records[name] = Record(point, "unsupported", info={"reason": str(exc)})
+            continue
+        except Exception as exc:  # noqa: BLE001 - an OOM of one variant is its result
+            if not is_oom(exc):
+                raise
+            records[name] = Record(point, "oom", info={"error": str(exc).splitlines()[0][:300]})
+            continue
+        info = {"keys_per_query": spec.keys_per_query(t, **opts),
+                "analytic_flops_forward": spec.flops(k["batch"], k["heads"], t, k["head_dim"], **opts)}
+        records[name] = Record(point, "ok", m, info)
+        if "latency" not in P["metrics"]:
+            continue
+        if stopped:
+            info.update(stopped_by_budget_s=P["budget_s"], timing="stopped at a shorter length")
+            continue
+        one, inner[name] = warm_up(step, device=dev, warmup=P["warmup"])
+        if one > P["budget_s"]:
+            info.update(stopped_by_budget_s=P["budget_s"], timing=f"one call took {one:.2f} s")
+            continue
+        steps[name] = step
+    if steps:
+        for name, s in time_alternating(steps, device=dev, repeats=P["repeats"], inner=inner).items():
+            records[name].metrics["latency_s"] = metric(statistics.median(s), "s", s)
+    return list(records.values())
 
 
-def points(P: dict) -> list[dict]:
-    return [dict(variant=v, option=option_label(v, P), mode=m, device=P["device"], dtype=P["dtype"],
-                 batch=P["batch"], heads=P["heads"], head_dim=P["head_dim"], length=t)
-            for v in P["variants"] for m in P["modes"] for t in P["lengths"]]
-
-
-def measure(point: dict, P: dict):
-    dev, t = torch.device(point["device"]), point["length"]
-    dtype = resolve_dtype(point["dtype"], dev)
-    if point["variant"] == "nystrom" and t < P["landmarks"]:
-        raise Unsupported(f"T={t} < landmarks={P['landmarks']}")
-    shape = (point["batch"], point["heads"], t, point["head_dim"])
-    training = point["mode"] == "training"
-    q, k, v = (torch.randn(shape, device=dev, dtype=dtype, requires_grad=training) for _ in range(3))
-    fn, opts = ATTENTION[point["variant"]], variant_options(point["variant"], P, t)
-    step = make_step(lambda: fn(q, k, v, **opts), point["mode"])
-    metrics = measure_step(step, device=dev, repeats=P["repeats"], warmup=P["warmup"],
-                           metrics=P["metrics"])
-    kpq = keys_per_query(point["variant"], P, t)
-    analytic = 4.0 * point["batch"] * point["heads"] * t * kpq * point["head_dim"]
-    info = {"keys_per_query": kpq, "analytic_flops_forward": analytic}
-    return metrics, info
-
-
-def tidy(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows that measured something, with readable units added."""
-    ok = df[df["status"] == "ok"].copy()
-    ok["value_readable"] = ok["value"]
-    ok.loc[ok.metric == "latency_s", "value_readable"] = ok["value"] * 1e3
-    ok.loc[ok.metric == "peak_memory_bytes", "value_readable"] = ok["value"] / 2**20
-    ok.loc[ok.metric == "flops", "value_readable"] = ok["value"] / 1e9
-    return ok
-
-
-READABLE = {"latency_s": "latency (ms)", "peak_memory_bytes": "peak memory (MiB)",
-            "flops": "FLOPs (GFLOP, counted)"}
-
-
-def headline_numbers(ok: pd.DataFrame) -> dict[str, float]:
-    """Ratios at the longest length where sdpa, eager and sliding_window were all measured."""
-    inf = ok[ok["mode"] == "inference"]
-    wide = inf.pivot_table(index=["length", "variant"], columns="metric", values="value").reset_index()
-    have = wide.groupby("length").variant.apply(set)
+def headline_numbers(table: pd.DataFrame) -> dict[str, float]:
+    """Ratios at the longest length where sdpa, eager and sliding_window were all timed."""
+    ok = table[(table.status == "ok") & (table["mode"] == "inference")]
+    wide = ok.pivot_table(index=["length", "variant"], columns="metric", values="value").reset_index()
+    if "latency_s" not in wide:
+        return {"max_length": float("nan")}
+    have = wide.dropna(subset=["latency_s"]).groupby("length").variant.apply(set)
     lengths = [t for t, vs in have.items() if {"sdpa", "eager", "sliding_window"} <= vs]
     if not lengths:
         return {"max_length": float("nan")}
-    t = max(lengths)
-    at = wide[wide.length == t].set_index("variant")
-    out = {"max_length": float(t)}
-    if "latency_s" in at:
-        out["eager_over_sdpa_latency"] = at.latency_s["eager"] / at.latency_s["sdpa"]
-        out["sliding_over_sdpa_latency"] = at.latency_s["sliding_window"] / at.latency_s["sdpa"]
+    at = wide[wide.length == max(lengths)].set_index("variant")
+    out = {"max_length": float(max(lengths)),
+           "eager_over_sdpa_latency": at.latency_s["eager"] / at.latency_s["sdpa"],
+           "sliding_over_sdpa_latency": at.latency_s["sliding_window"] / at.latency_s["sdpa"]}
     if "peak_memory_bytes" in at:
         out["eager_over_sdpa_memory"] = at.peak_memory_bytes["eager"] / max(at.peak_memory_bytes["sdpa"], 1.0)
+    if "flops" in at:
+        out["sliding_over_sdpa_flops"] = at.flops["sliding_window"] / at.flops["sdpa"]
     return out
 
+
+STUDY = Study(name="attention_scaling", title="Attention operators in isolation",
+              part="Foundations", position=10, parameters=PARAMETERS, units=units,
+              execute=execute, gpu_priority=1, share_s=90)

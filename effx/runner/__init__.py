@@ -1,0 +1,162 @@
+"""The one runner: every study's units, executed, recorded, resumed, guarded and shown.
+
+    summary = run_study(study, P)                 # P = study.validate(...)
+
+- Resume: a unit whose records are all final (``effx.study.FINAL``) is not executed again; a unit
+  that failed, or was stopped by a smaller time budget than the current one, is.
+- Isolation: units run in a worker process under a memory limit (``effx.runner.local``); an
+  out-of-memory unit is recorded as ``oom`` with the limit it hit, and the later units of its
+  series as ``skipped_after_oom``; the caller survives.
+- Failures: an exception in a unit is recorded as ``failed`` with its cause and traceback; the
+  run goes on and the summary lists the failures.
+- Provenance: one run record (commit, versions, hardware, parameters) per call that executes
+  something; every record carries the run id, its unit, host, threads, load before and after.
+- Progress: units done and left, what runs now, an ETA (``effx.runner.progress``).
+
+Backends: ``process`` (default), ``inline`` (same process) and ``ray`` (``effx.runner.ray``).
+"""
+from __future__ import annotations
+
+import sys
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from effx.errors import ParameterError
+from effx.results import ResultStore, results_root
+from effx.runner.local import InlineBackend, Outcome, ProcessBackend, default_limit_bytes
+from effx.runner.progress import Progress
+from effx.study import FINAL, Record, Study, Unit
+
+BACKENDS = ("process", "inline", "ray")
+
+
+@dataclass
+class RunSummary:
+    study: str
+    profile: str
+    units: int = 0
+    resumed: int = 0
+    executed: int = 0
+    oom: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)   # (unit label, error)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        text = (f"{self.study}: {self.units} units: {self.resumed} already recorded, "
+                f"{self.executed} executed, {self.oom} out of memory, {self.skipped} skipped, "
+                f"{len(self.failed)} failed, in {self.seconds:.1f} s")
+        return text + "".join(f"\n  FAILED {label}: {err}" for label, err in self.failed)
+
+
+def unit_done(records: list[dict], P: dict) -> bool:
+    """True when a unit's stored records need no new execution under the parameters ``P``."""
+    if not records or any(r["status"] not in FINAL for r in records):
+        return False
+    budget = P.get("budget_s")
+    for r in records:     # stopped by a time budget smaller than today's: measure again
+        stopped = r.get("info", {}).get("stopped_by_budget_s")
+        if stopped is not None and budget is not None and budget > stopped:
+            return False
+    return True
+
+
+def make_backend(name: str, P: dict, log, address: str | None = None):
+    if name == "process":
+        return ProcessBackend(default_limit_bytes(P.get("memory_limit_gb")), log=log)
+    if name == "inline":
+        return InlineBackend(log=log)
+    if name == "ray":
+        from effx.runner.ray import RayBackend
+        return RayBackend(address=address, limit_bytes=default_limit_bytes(P.get("memory_limit_gb")),
+                          log=log)
+    raise ParameterError("runner", name, ", ".join(BACKENDS))
+
+
+def _unit_records(outcome: Outcome, store_limit: int | None = None) -> list[Record]:
+    """The records to store for an outcome: the unit's own, or one record saying what happened."""
+    unit, info = outcome.unit, dict(outcome.info)
+    if outcome.status == "done":
+        out = []
+        for rec in outcome.records:
+            rec.info = {**{k: v for k, v in info.items() if k != "traceback"}, **rec.info}
+            out.append(rec)
+        if not out:
+            out.append(Record(point=unit.key, status="failed",
+                              info=dict(info, error="the unit returned no records")))
+        return out
+    return [Record(point=unit.key, status=outcome.status, info=info)]
+
+
+def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultStore | None = None,
+              address: str | None = None, stream=None) -> RunSummary:
+    """Execute every unit of ``study`` under ``P`` that is not recorded yet; see module docstring."""
+    import time
+    if not study.measures:
+        return RunSummary(study.name, P["profile"])
+    store = store or ResultStore(study.name, P["profile"])
+    units = study.units(P)
+    ids = [u.id for u in units]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"study {study.name!r}: two units have the same key")
+    by_unit = store.records_by_unit()
+    todo = [u for u in units if not unit_done(by_unit.get(u.id, []), P)]
+    summary = RunSummary(study.name, P["profile"], units=len(units), resumed=len(units) - len(todo))
+    progress = Progress(study.name, [u.cost_s for u in todo], resumed=summary.resumed, stream=stream)
+    if not todo:
+        progress.close()
+        return summary
+    t0 = time.perf_counter()
+    store.start_run(P, device=str(P.get("device", "cpu")), threads=P.get("threads"))
+    stopped = {r["unit_series"] for recs in by_unit.values() for r in recs
+               if r["status"] == "oom" and r.get("unit_series")}
+    queues: dict[str, deque[Unit]] = {}
+    for u in todo:
+        queues.setdefault(u.series, deque()).append(u)
+    checkpoints = results_root() / "checkpoints" / study.name
+    engine = make_backend(backend, P, progress.note, address)
+    try:
+        for series, queue in queues.items():
+            while queue:
+                unit = queue.popleft()
+                if series and series in stopped:
+                    store.record_unit(unit.id, [Record(point=unit.key, status="skipped_after_oom",
+                                                       info={"reason": "an earlier unit of this "
+                                                             "series ran out of memory"})],
+                                      series=series)
+                    summary.skipped += 1
+                    progress.finish(unit.cost_s)
+                    continue
+                progress.start(unit.label)
+                earlier = [r for recs in by_unit.values() for r in recs
+                           if series and r.get("unit_series") == series]
+                outcome = engine.run(study, unit, P, earlier, str(checkpoints / _safe(unit.id)))
+                records = _unit_records(outcome)
+                written = store.record_unit(unit.id, records, series=series)
+                by_unit[unit.id] = written
+                summary.executed += 1
+                if outcome.status == "oom":
+                    summary.oom += 1
+                    if series:
+                        stopped.add(series)
+                for rec in records:
+                    if rec.status == "failed":
+                        summary.failed.append((unit.label, rec.info.get("error", "?")))
+                progress.finish(unit.cost_s)
+    finally:
+        engine.close()
+        progress.close()
+    summary.seconds = time.perf_counter() - t0
+    for label, err in summary.failed:
+        print(f"[{study.name}] FAILED {label}: {err}", file=stream or sys.stderr, flush=True)
+    return summary
+
+
+def _safe(unit_id: str) -> str:
+    import hashlib
+    return hashlib.sha1(unit_id.encode()).hexdigest()[:16]
+
+
+def checkpoint_root() -> Path:
+    return results_root() / "checkpoints"

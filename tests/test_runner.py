@@ -1,0 +1,76 @@
+"""The runner: resume, out-of-memory isolation, failures recorded, progress and provenance."""
+import io
+
+import pytest
+
+import runner_toy
+from effx.results import ResultStore
+from effx.runner import run_study, unit_done
+from effx.runner.progress import Progress
+
+STUDY = runner_toy.STUDY
+
+
+def run(tmp_path, backend="process", stream=None, **values):
+    P = STUDY.validate(dict(values, profile="t"))
+    store = ResultStore(STUDY.name, "t", root=tmp_path)
+    return run_study(STUDY, P, backend=backend, store=store, stream=stream or io.StringIO()), store
+
+
+def test_a_unit_beyond_the_memory_limit_is_recorded_as_oom_and_the_sweep_goes_on(tmp_path):
+    summary, store = run(tmp_path, grow_mb=1500, hold_s=5.0, memory_limit_gb=0.5)
+    by = {(r["point"]["series"], r["point"].get("i"), r["point"].get("part")): r for r in store.records()}
+    oom = by[("grow", 1, None)]
+    assert oom["status"] == "oom"
+    assert oom["info"]["limit_bytes"] == 0.5 * 2**30 and oom["info"]["rss_at_kill_bytes"] > 0.5 * 2**30
+    assert by[("grow", 2, None)]["status"] == "skipped_after_oom"          # same series, later
+    assert by[("grow", 0, 0)]["status"] == "ok" and by[("fine", None, 1)]["status"] == "ok"
+    assert summary.oom == 1 and summary.skipped == 1
+
+
+def test_failures_are_recorded_with_their_cause_and_retried_next_time(tmp_path):
+    summary, store = run(tmp_path)
+    broken = [r for r in store.records() if r["point"]["series"] == "broken"]
+    assert [r["status"] for r in broken] == ["failed"]
+    assert "ValueError: this unit is broken on purpose" in broken[0]["info"]["error"]
+    assert "Traceback" in broken[0]["info"]["traceback"]
+    assert summary.failed == [("broken", "ValueError: this unit is broken on purpose")]
+    again, store = run(tmp_path, fail=False)              # the failed unit runs again, alone
+    assert again.resumed == 4 and again.executed == 1 and not again.failed
+    broken = [r for r in store.records() if r["point"]["series"] == "broken"]
+    assert sorted(r["status"] for r in broken) == ["ok", "ok"]            # the failure is replaced
+
+
+def test_resume_executes_nothing_already_recorded(tmp_path):
+    first, store = run(tmp_path, backend="inline", fail=False)
+    n = len(store.records())
+    second, store = run(tmp_path, backend="inline", fail=False)
+    assert first.executed == 5 and second.executed == 0 and second.resumed == 5
+    assert len(store.records()) == n
+
+
+def test_records_carry_provenance_and_what_ran(tmp_path):
+    _, store = run(tmp_path, fail=False)
+    rec = store.records()[0]
+    run_ = store.runs()[rec["run_id"]]
+    assert {"commit", "versions", "hardware", "params", "date"} <= set(run_)
+    assert {"host", "load_1min", "torch_threads"} <= set(run_["hardware"])
+    assert {"host", "pid", "load_before", "load_after", "seconds"} <= set(rec["info"])
+
+
+def test_progress_lines_say_what_runs_how_much_is_left_and_when_it_ends(tmp_path):
+    out = io.StringIO()
+    run(tmp_path, stream=out, fail=False)
+    text = out.getvalue()
+    assert "[runner_toy] 5/5 units done" in text
+    progress = Progress("s", [1.0, 1.0, 2.0], stream=io.StringIO(), every_s=0)
+    progress.start("first")
+    progress.finish(1.0)
+    assert "1/3 units done" in progress.line() and "ETA" in progress.line()
+
+
+def test_a_larger_time_budget_measures_a_stopped_point_again():
+    rec = {"status": "ok", "info": {"stopped_by_budget_s": 2.0}}
+    assert unit_done([rec], {"budget_s": 2.0})
+    assert not unit_done([rec], {"budget_s": 5.0})
+    assert not unit_done([dict(rec, status="failed")], {"budget_s": 2.0})
