@@ -11,6 +11,7 @@ STAMP    := $(VENV)/.installed
 PROFILE  ?= auto
 NB       ?=
 PARAMS   ?=
+RUNNER   ?= process
 MATHJAX  := book/_vendor/_static/mathjax/tex-chtml.js
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
@@ -41,17 +42,20 @@ $(MATHJAX): package.json package-lock.json
 	cp -r node_modules/mathjax/es5 book/_vendor/_static/mathjax
 	touch $@
 
-book: install system-packages $(MATHJAX)  ## run every notebook (PROFILE=auto|quick|gpu) and build the HTML
-	$(PY) -m effx.pipeline run --profile $(PROFILE)
+book: install system-packages $(MATHJAX)  ## run every notebook (PROFILE=auto|quick|gpu|full) and build the HTML
+	status=0
+	$(PY) -m effx.pipeline run --profile $(PROFILE) --runner $(RUNNER) || status=$$?
 	$(MAKE) --no-print-directory html
+	exit $$status
 
 html: install $(MATHJAX)  ## build the HTML from the notebooks already executed
+	$(PY) -m effx.pipeline toc
 	$(VENV)/bin/jupyter-book build book --warningiserror --keep-going --quiet
 	@echo "effx: book at $(CURDIR)/book/_build/html/index.html"
 
 notebook: install  ## rerun one notebook: make notebook NB=attention_scaling PARAMS="-p lengths '[512, 1024]'"
 	@[ -n "$(NB)" ] || { echo "effx: error: parameter 'NB' is required; allowed: $$($(PY) -c 'from effx.pipeline import notebooks; print(", ".join(notebooks()))')"; exit 2; }
-	$(PY) -m effx.pipeline run --profile $(PROFILE) --only $(NB) $(PARAMS)
+	$(PY) -m effx.pipeline run --profile $(PROFILE) --runner $(RUNNER) --only $(NB) $(PARAMS)
 	@echo "effx: now 'make html' shows it in the book"
 
 list: install  ## notebooks and their parameter profiles

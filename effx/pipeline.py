@@ -215,6 +215,9 @@ def _dispatch(args) -> int:
         return 0
     profile = resolve_profile(args.profile)
     names = [n for n, s in registry().items() if args.command == "run" or s.measures]
+    if args.command == "measure" and profile == "gpu":      # the GPU session: most important first
+        names.sort(key=lambda n: (registry()[n].gpu_priority is None, registry()[n].gpu_priority or 0))
+        names = [n for n in names if registry()[n].gpu_priority is not None]
     chosen = args.only or names
     for name in chosen:
         if name not in names:

@@ -1,18 +1,13 @@
-"""Parameter validation: one clear message naming the parameter and what is allowed."""
+"""Parameter validation: defaults filled in, one clear message naming the parameter and what is
+allowed, for every study of the registry."""
 import pytest
 
+from effx import params as p
 from effx.errors import ParameterError
-from effx.params import validate
-from effx.pipeline import profile_params
+from effx.pipeline import profile_values
+from effx.studies import get_study
 
-
-def quick_params(study="attention_scaling"):
-    return dict(profile_params(study, "quick"), profile="quick")
-
-
-def test_profiles_validate():
-    for profile in ("tiny", "quick"):
-        validate("attention_scaling", dict(profile_params("attention_scaling", profile), profile=profile))
+STUDY = get_study("attention_scaling")
 
 
 @pytest.mark.parametrize("name, value, needle", [
@@ -23,16 +18,22 @@ def test_profiles_validate():
     ("variants", ["sdpa", "performer"], "'sliding_window'"),
     ("modes", ["backward"], "'inference'"),
     ("dtype", "int8", "'float32'"),
-    ("repeats", 0, "positive integer"),
-    ("repeats", True, "positive integer"),
+    ("repeats", 0, "an integer >= 1"),
+    ("repeats", True, "an integer >= 1"),
     ("budget_s", -1, "positive number"),
 ])
 def test_bad_values_name_the_parameter(name, value, needle):
-    params = dict(quick_params(), **{name: value})
     with pytest.raises(ParameterError) as err:
-        validate("attention_scaling", params)
+        STUDY.validate({name: value})
     message = str(err.value)
     assert f"'{name}'" in message and needle in message
+
+
+def test_defaults_fill_in_what_is_not_given():
+    P = STUDY.validate({})
+    assert P["lengths"] == STUDY.parameters["lengths"].default and P["profile"] == "quick"
+    P["lengths"].append(1)                                   # callers may mutate: a deep copy
+    assert STUDY.validate({})["lengths"] != P["lengths"]
 
 
 def test_cuda_without_gpu_is_a_clear_error():
@@ -40,24 +41,36 @@ def test_cuda_without_gpu_is_a_clear_error():
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ParameterError, match=r"'device'.*no CUDA GPU is available.*allowed: 'cpu'"):
-        validate("attention_scaling", dict(quick_params(), device="cuda"))
+        STUDY.validate({"device": "cuda"})
 
 
-def test_unknown_study_and_unknown_or_missing_parameter():
+def test_unknown_study_and_unknown_or_required_parameter():
     with pytest.raises(ParameterError, match="'study'.*attention_scaling"):
-        validate("no_such_study", {})
+        get_study("no_such_study")
     with pytest.raises(ParameterError, match="'colour'.*has no such parameter"):
-        validate("attention_scaling", dict(quick_params(), colour="red"))
-    params = quick_params()
-    del params["lengths"]
-    with pytest.raises(ParameterError, match="'lengths'.*missing"):
-        validate("attention_scaling", params)
+        STUDY.validate({"colour": "red"})
+    schema = {"n": p.positive_int("a count")}
+    with pytest.raises(ParameterError, match="'n'.*required"):
+        p.validate(schema, {})
+
+
+def test_a_notebook_namespace_gives_only_the_schema_names():
+    namespace = {"__name__": "__main__", "lengths": [64], "display": print, "runner": "process"}
+    assert STUDY.validate(namespace)["lengths"] == [64]
 
 
 def test_lengths_are_sorted_and_deduplicated():
-    assert validate("attention_scaling", dict(quick_params(), lengths=[512, 128, 512]))["lengths"] == [128, 512]
+    assert STUDY.validate({"lengths": [512, 128, 512]})["lengths"] == [128, 512]
 
 
 def test_unknown_profile_names_the_profiles():
     with pytest.raises(ParameterError, match="'profile'.*quick"):
-        profile_params("attention_scaling", "huge")
+        profile_values(STUDY, "huge")
+
+
+def test_a_model_of_another_modality_is_refused_with_the_models_of_that_modality():
+    tp = get_study("tipping_points")
+    with pytest.raises(ParameterError) as err:
+        tp.validate({"models": {"text": ["hubert"]}, "modalities": ["text"]})
+    message = str(err.value)
+    assert "models['text']" in message and "bert" in message and "lhubert" not in message.split("allowed:")[1]

@@ -74,3 +74,29 @@ def test_a_larger_time_budget_measures_a_stopped_point_again():
     assert unit_done([rec], {"budget_s": 2.0})
     assert not unit_done([rec], {"budget_s": 5.0})
     assert not unit_done([dict(rec, status="failed")], {"budget_s": 2.0})
+
+
+class Interrupted(BaseException):
+    """Stands for Ctrl-C (pytest reserves KeyboardInterrupt)."""
+
+
+def test_an_interrupted_run_resumes_without_redoing_finished_units(tmp_path):
+    calls, stop = [], [True]
+    real = runner_toy.execute
+
+    def execute(unit, P, ctx):
+        if unit.label == "broken" and stop[0]:
+            stop[0] = False
+            raise Interrupted                        # the user stops the run here
+        calls.append(unit.label)
+        return real(unit, P, ctx)
+    object.__setattr__(STUDY, "execute", execute)      # the record is frozen: patch it by force
+    try:
+        with pytest.raises(Interrupted):
+            run(tmp_path, backend="inline", fail=False)
+        assert calls == ["grow 0", "grow 1", "grow 2"]
+        calls.clear()
+        summary, _ = run(tmp_path, backend="inline", fail=False)
+        assert calls == ["broken", "fine"] and summary.resumed == 3
+    finally:
+        object.__setattr__(STUDY, "execute", real)

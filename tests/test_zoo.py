@@ -10,7 +10,7 @@ import transformers as hf
 
 from effx.errors import ParameterError
 from effx.models import zoo, zoo_speech, zoo_text
-from effx.profiling import Unsupported
+from effx.errors import Unsupported
 
 LENGTHS = {"text": (100, 800), "speech": (0.5, 1.0), "vision": (224, 256)}
 

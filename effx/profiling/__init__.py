@@ -1,9 +1,9 @@
-"""Profiling: how effx times, measures memory, counts FLOPs and runs resumable sweeps.
-
-The methods page of the book describes exactly what these functions do.
+"""Profiling: how effx times (alone and paired), measures memory, counts FLOPs and attributes
+cost to Transformer components. The methods page of the book describes exactly what these
+functions do.
 """
 from effx.profiling.flops import count_flops  # noqa: F401
 from effx.profiling.memory import peak_memory_bytes  # noqa: F401
-from effx.profiling.sweep import Unsupported, run_sweep, sweep_study  # noqa: F401
+from effx.profiling.paired import time_alternating, warm_up  # noqa: F401
+from effx.profiling.point import make_step, measure_step  # noqa: F401
 from effx.profiling.timing import fixed_threads, time_callable  # noqa: F401
-from effx.profiling.point import make_step, measure_step  # noqa: F401,E402

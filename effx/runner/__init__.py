@@ -20,10 +20,9 @@ from __future__ import annotations
 import sys
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from effx.errors import ParameterError
-from effx.results import ResultStore, results_root
+from effx.results import ResultStore
 from effx.runner.local import InlineBackend, Outcome, ProcessBackend, default_limit_bytes
 from effx.runner.progress import Progress
 from effx.study import FINAL, Record, Study, Unit
@@ -114,7 +113,7 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
     queues: dict[str, deque[Unit]] = {}
     for u in todo:
         queues.setdefault(u.series, deque()).append(u)
-    checkpoints = results_root() / "checkpoints" / study.name
+    checkpoints = store.folder.parent / "checkpoints" / study.name
     engine = make_backend(backend, P, progress.note, address)
     try:
         for series, queue in queues.items():
@@ -156,7 +155,3 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
 def _safe(unit_id: str) -> str:
     import hashlib
     return hashlib.sha1(unit_id.encode()).hexdigest()[:16]
-
-
-def checkpoint_root() -> Path:
-    return results_root() / "checkpoints"
