@@ -5,7 +5,8 @@
     python -m effx.pipeline measure  [same options]      the studies' units, without Jupyter
     python -m effx.pipeline plan     [--profile ...]     units per study and estimated time
     python -m effx.pipeline list                         studies, profiles, time shares
-    python -m effx.pipeline toc      [--check]           write (or check) book/_toc.yml
+    python -m effx.pipeline toc      [--check]           write (or check) book/_toc.yml, and the
+                                                         status table the methods page includes
 
 A profile is a table in ``notebooks/profiles/<study>.toml`` holding only the values that differ
 from the study's defaults; ``auto`` is ``gpu`` when CUDA is present, else ``quick``. Parameters
@@ -212,6 +213,9 @@ def _dispatch(args) -> int:
                   "book/_toc.yml is out of date: run `python -m effx.pipeline toc`")
             return 0 if ok else 1
         TOC_PATH.write_text(toc_text())
+        from effx.report import statuses_markdown           # the methods page includes it
+        GENERATED_DIR.mkdir(parents=True, exist_ok=True)
+        (GENERATED_DIR / "statuses.md").write_text(statuses_markdown())
         return 0
     profile = resolve_profile(args.profile)
     names = [n for n, s in registry().items() if args.command == "run" or s.measures]

@@ -64,3 +64,15 @@ def styled(table, formats: dict | None = None, caption: str | None = None):
     if caption:
         style = style.set_caption(caption)
     return style.hide(axis="index") if table.index.name is None else style
+
+
+def statuses_markdown() -> str:
+    """The statuses a table of the book can show, from the one place each is defined."""
+    from effx.analysis.tipping import QUALIFIERS, STATUSES as TIPPING
+    from effx.study import STATUSES as RECORDS
+    lines = ["| status of a measurement | meaning |", "|---|---|"]
+    lines += [f"| `{k}` | {v} |" for k, v in RECORDS.items()]
+    lines += ["", "| status of a tipping point | meaning |", "|---|---|"]
+    lines += [f"| `{k}` | {v} |" for k, v in TIPPING.items()]
+    lines += [f"| (qualifier) `{k}` | {v} |" for k, v in QUALIFIERS.items()]
+    return "\n".join(lines) + "\n"

@@ -213,5 +213,5 @@ def provenance_summary(store: ResultStore, table: pd.DataFrame | None = None) ->
                      "device": device_name(run), "host": hw.get("host"),
                      "threads": hw.get("torch_threads"), "load (1 min)": hw.get("load_1min"),
                      "torch": ver["torch"], "triton": ver.get("triton"), "effx": ver["effx"],
-                     "points": int((table.run_id == run_id).sum())})
+                     "rows": int((table.run_id == run_id).sum())})
     return pd.DataFrame(rows)

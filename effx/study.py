@@ -24,9 +24,18 @@ from effx.errors import ParameterError
 
 #: where a study's chapter sits in the book (captions of the table of contents, in order)
 PARTS = ("Foundations", "Studies", "About this book")
-#: what a record's status can be; the first four are final (a rerun does not redo them)
-STATUSES = ("ok", "oom", "skipped_after_oom", "unsupported", "failed")
-FINAL = STATUSES[:4]
+#: what a record's status can be, and what it means (the book's methods page quotes this table);
+#: the first four are final: a rerun does not redo them
+STATUSES = {
+    "ok": "measured (a model that was not timed says why: e.g. stopped by the time budget)",
+    "oom": "out of memory: an out-of-memory error, or the worker process grew beyond the memory "
+           "limit (recorded with the limit) or was killed by the system",
+    "skipped_after_oom": "not run: a shorter length of the same series ran out of memory",
+    "unsupported": "the model cannot take this input by construction (e.g. an image side that is "
+                   "not a multiple of its patch size)",
+    "failed": "an error: recorded with its cause and traceback, and retried by the next run",
+}
+FINAL = tuple(STATUSES)[:4]
 
 
 def unit_id(key: dict) -> str:
@@ -77,7 +86,9 @@ class Context:
     earlier: records already stored for this unit's series (e.g. to stop timing a model that went
         over the time budget at a shorter length).
     log: progress text from inside the unit (training steps, ...); shown by the runner.
-    checkpoint_dir: where a long unit keeps its checkpoints (resumes from them after a kill).
+    checkpoint_dir: the study's checkpoint folder, shared by its units (a Transkimmer job starts
+        from its baseline's checkpoint); a long unit keeps its own checkpoints there, under a name
+        made from its settings, and resumes from them after a kill.
     """
     earlier: list[dict] = field(default_factory=list)
     log: Callable[[str], None] = print

@@ -15,8 +15,7 @@ from effx.analysis.tipping_table import RESULT_COLUMNS, tipping_table
 from effx.errors import ParameterError
 
 GRID = np.array([64, 128, 256, 512, 1024, 2048, 4096, 8192], dtype=float)
-L_STAR = 1500.0
-SIM_GRID = 64 * 2 ** (np.arange(15) / 2)          # half octaves, 64 .. 8192
+from effx.analysis.coverage import L_STAR, SIM_GRID, coverage, overhead_curves, simulate  # noqa: F401
 
 
 def power_laws(l_star, p_base=2.0, p_eff=1.0, a_eff=1e-3):
@@ -24,52 +23,6 @@ def power_laws(l_star, p_base=2.0, p_eff=1.0, a_eff=1e-3):
     a_base = a_eff * l_star ** (p_eff - p_base)
     return (lambda L: a_base * np.asarray(L, float) ** p_base,
             lambda L: a_eff * np.asarray(L, float) ** p_eff)
-
-
-def overhead_curves(L):
-    """Baseline 1e-6 L^2 + 0.5 and efficient s L + 1 (fixed costs too), equal at L_STAR."""
-    L = np.asarray(L, float)
-    s = (1e-6 * L_STAR ** 2 + 0.5 - 1.0) / L_STAR
-    return 1e-6 * L ** 2 + 0.5, s * L + 1.0
-
-
-def simulate(rng, runs=3, reps=5, sigma=0.05, run_shift=0.1, walk=0.02, indep=0.01,
-             paired=True, series_shift=0.1):
-    """One dataset in the `tipping_point` layout: per length, per run, (baseline, efficient) pairs.
-
-    Noise model, all multiplicative: each call gets independent noise (sigma); the machine's load
-    multiplies every call of a run by a run level (run_shift) times a slow random walk over the
-    calls of the sweep (walk per call); and each (run, length, model) gets a small independent
-    factor (indep). paired=True: at each length the calls alternate B E B E, so both models see
-    (almost) the same load. paired=False: the baseline's whole series runs first, then the
-    efficient one, after a load shift (series_shift): the old, unpaired design.
-    """
-    b0, e0 = overhead_curves(SIM_GRID)
-    n = SIM_GRID.size
-    out = [[] for _ in range(n)]
-    for _ in range(runs):
-        T = 2 * n * reps
-        load = np.exp(rng.normal(0, run_shift) + np.cumsum(rng.normal(0, walk, T)))
-        if paired:
-            t = np.arange(T).reshape(n, reps, 2)
-            lb, le = load[t[..., 0]], load[t[..., 1]]
-        else:
-            t = np.arange(T).reshape(2, n, reps)
-            lb, le = load[t[0]], load[t[1]] * np.exp(rng.normal(0, series_shift))
-        B = b0[:, None] * lb * np.exp(rng.normal(0, indep, (n, 1)) + rng.normal(0, sigma, (n, reps)))
-        E = e0[:, None] * le * np.exp(rng.normal(0, indep, (n, 1)) + rng.normal(0, sigma, (n, reps)))
-        for j in range(n):
-            out[j].append(list(zip(B[j], E[j])))
-    return out
-
-
-def coverage(n_sim, seed, **kw):
-    """Fraction of simulated datasets whose reported 95 % interval contains L_STAR."""
-    rng, hits = np.random.default_rng(seed), 0
-    for i in range(n_sim):
-        tp = tipping_point(SIM_GRID, simulate(rng, **kw), n_boot=1000, seed=i)
-        hits += tp.status == "crossing" and tp.ci_low <= L_STAR <= tp.ci_high
-    return hits / n_sim
 
 
 # -- unpaired crossing_length: one value per length ------------------------------------------------

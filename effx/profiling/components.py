@@ -1,56 +1,105 @@
-"""Cost per Transformer component: time, FLOPs and saved activations, attributed module by module.
+"""Cost per Transformer component: profiled operator time, FLOPs and saved activations, checked.
 
-Diwan et al. (ACL 2023) find that non-attention parts carry much of a Transformer's cost. To
-measure that, every module's *exclusive* cost (what it does outside its child modules) is summed
-per component with the table of ``effx.models.components``. How each cost is attributed:
+Diwan et al. (ACL 2023) find that non-attention parts carry much of a Transformer's cost. Every
+module belongs to one component (``effx.models.components``); ``profile_components`` measures:
 
-- **Time**, forward and backward: module hooks and autograd-node hooks stamping a clock
-  (``effx.profiling.module_tracer``: exclusive time per module call, the hooks' own cost
-  calibrated and subtracted on CPU; CUDA events on GPU). A backward node belongs to the module
-  call that created it; the autograd engine's own time between nodes stays "unattributed".
-- **FLOPs**: PyTorch's FlopCounterMode with effx's CPU fused-attention formulas
-  (``effx.profiling.flops``); each counted op is credited to the module call or backward node
-  running it, by the same ownership as time.
-- **Memory**: activations saved for backward, via ``torch.autograd.graph.saved_tensors_hooks``
-  during one forward with gradients: each tensor storage counted once, for the module running
-  when it was first saved; parameters excluded (weights, not activations).
+- **Time per component**: operator time from ``torch.profiler``, attributed to the innermost
+  module scope, backward operators to the module whose forward operator created their autograd
+  node (``effx.profiling.op_profile``). CPU: operators' self time; GPU: their kernels' time.
+- **Overhead band**: the plain (un-instrumented) step minus the operator time of the profiled
+  step next to it: Python, framework and idle time that no operator accounts for.
+- **Ablation** (optional): the plain step minus the same step with the attention core replaced
+  by a same-shape no-op (``effx.models.ablation``), an independent measure of the core's cost.
+- **FLOPs** (FlopCounterMode with effx's CPU fused-attention formulas, ``effx.profiling.flops``)
+  and **saved activations** (``saved_tensors_hooks``), each credited to the module running the
+  op (``effx.profiling.module_tracer``): forward call, or creator of the backward node.
 
-Time is checked against the un-instrumented step: ``residual_s`` = plain time minus the sum of
-the components; ``profile_components`` reports it beside the components (see the notebook).
+Sampling: a counting pass (FLOPs, saved bytes; also the first warm-up), one warm-up of each
+step kind, then ``repeats`` rounds of [plain, ablated] (order swapped every round) followed by
+one profiled step: paired samples, so that machine drift hits both sides of every pair
+(``effx.profiling.paired`` does the same for plain timings).
+
+The check (``check`` in the result; what can fail, and why the sum is not a check). Operator
+times plus the overhead band equal the plain step by definition, so that sum proves nothing.
+What is tested instead:
+
+1. ``operators_within_plain``: profiled operator time cannot exceed the un-instrumented step.
+   Statistic: median over rounds of (operators - plain) / plain, with a bootstrap interval;
+   fails when the interval lies above ``+tolerance`` (2%), i.e. when the profiler inflates
+   operator time (its per-operator cost lands inside parent operators) or time is counted twice
+   (inclusive instead of self time, a backward operator in two places, CPU and kernel time
+   mixed). Its negative is the overhead band's share, reported beside it.
+2. ``ablation_matches_profile``: the ablated share of the step (median of plain - ablated,
+   over median plain) minus the profiled attention-core share (median core time over median
+   plain), bootstrap interval over rounds; fails when the interval misses [-tol, +tol] (5
+   points). Catches attention work attributed elsewhere (or other work attributed to it),
+   backward attribution in training included. Not available for models the ablation cannot
+   handle (``ablation["reason"]``). The core's Python glue is in the ablation, not in operator
+   time: expect agreement where attention is a large part of the step.
+3. ``backward_linked`` (training): backward operator time whose node matched no forward
+   operator, as a share of operator time; fails above 1% (the sequence-number link broke).
+
+Not checked against an independent measure: how the rest is split among the non-attention
+components (each operator has exactly one owner; tests/test_components.py checks operators'
+owners by name). Intervals are percentile bootstraps over rounds (coverage simulated in the
+tests: about 93-95% for a median of 10 skewed differences). GPU path (kernel time, CUDA
+activity) written to Kineto's event model, not yet run on a GPU.
 """
 from __future__ import annotations
 
-import time
+import contextlib
+import statistics
 from collections import defaultdict
-from typing import Callable
+from typing import Callable, ContextManager, Protocol
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from effx.errors import Unsupported
 from effx.profiling.flops import _custom_mapping
-from effx.profiling.module_tracer import ModuleTracer, hook_overhead_s
-from effx.profiling.point import _first_tensor, make_step
+from effx.profiling.module_tracer import ModuleTracer
+from effx.profiling.op_profile import OpTimes, profiled_step, timed
+from effx.profiling.point import make_step
+from effx.profiling.timing import summarize
 
-__all__ = ["ModuleTracer", "OwnedFlopCounter", "by_component", "hook_overhead_s",
-           "profile_components"]
+__all__ = ["ModuleTracer", "OwnedFlopCounter", "by_component", "count_components",
+           "median_interval", "profile_components"]
+
+UNATTRIBUTED = "unattributed"       # operators outside every module: the loss, .grad accumulation
+TOLERANCE = {"operators_within_plain": 0.02, "ablation_matches_profile": 0.05, "backward_linked": 0.01}
+
+
+class AblationHandle(Protocol):
+    """What an ablation context manager yields (``effx.models.ablation.Ablation``)."""
+    method: str
+    calls: int
 
 
 def by_component(per_module: dict, assignment: dict[str, str]) -> dict[str, float]:
     """Sum a module-name -> value dict into component -> value (None -> 'unattributed')."""
     out: dict[str, float] = defaultdict(float)
     for name, v in per_module.items():
-        out[assignment[name] if name is not None else "unattributed"] += v
+        out[assignment[name] if name is not None else UNATTRIBUTED] += v
     return dict(out)
 
 
-class OwnedFlopCounter(FlopCounterMode):
-    """FlopCounterMode (CPU fused attention counted) that also credits each op to ``owner()``.
+def median_interval(samples, coverage: float = 0.95, n_boot: int = 2000, seed: int = 0,
+                    statistic: Callable | None = None) -> tuple[float, float]:
+    """Percentile-bootstrap interval of ``statistic`` (default: the median) over rows of
+    ``samples`` (1-D, or 2-D with one row per round, resampled together). Coverage of the
+    median's interval at 10 rounds is tested by simulation (tests/test_components.py)."""
+    x = np.asarray(samples, dtype=float)
+    stat = statistic or (lambda s: np.median(s, axis=1))
+    idx = np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))
+    values = stat(x[idx])
+    a = (1 - coverage) / 2
+    return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
 
-    FlopCounterMode's own per-module counts come from ``ModuleTracker``, whose backward
-    attribution is approximate (we saw negative exclusive counts in training); crediting the
-    module that owns the running forward call or backward node attributes FLOPs exactly as time.
-    """
+
+class OwnedFlopCounter(FlopCounterMode):
+    """FlopCounterMode (CPU fused attention counted) that also credits each op to ``owner()``."""
 
     def __init__(self, owner: Callable[[], str | None]):
         if not hasattr(FlopCounterMode, "_count_flops"):      # torch < 2.5
@@ -65,81 +114,176 @@ class OwnedFlopCounter(FlopCounterMode):
         return super()._count_flops(func_packet, out, args, kwargs)
 
 
-def _traced_step(forward: Callable, mode: str, model: nn.Module, tracer: ModuleTracer):
-    """The step of ``effx.profiling.make_step`` with the backward graph watched."""
-    if mode == "inference":
-        return make_step(forward, mode, model)
+def _counting_pass(model, step, forward, mode, flops: bool, memory: bool) -> dict:
+    """One step with FLOPs and saved activations credited per module (grad on, as in training);
+    also the first warm-up. Returns the per-module dicts and the call count."""
+    tracer = ModuleTracer(model)
+    counter = OwnedFlopCounter(tracer.current) if flops else contextlib.nullcontext()
+    saving = tracer.saving() if memory else contextlib.nullcontext()
+    with tracer, torch.enable_grad(), saving, counter:
+        (step if mode == "training" else forward)()
+    return {"flops": dict(counter.by_owner) if flops else {},
+            "flops_total": counter.get_total_flops() if flops else None,
+            "saved": dict(tracer.saved), "module_calls": len(tracer.calls)}
 
-    def step():
-        loss = _first_tensor(forward()).float().sum()
-        tracer.watch_backward(loss)
-        loss.backward()
-        for p in model.parameters():
-            p.grad = None
-    return step
+
+def _rounds(model, step, device, repeats, ablation) -> tuple[list, list, list, list[OpTimes], str]:
+    """plain_s, ablated_s, profiled_s, op times per round, and the ablation's method (or why
+    there is none)."""
+    cuda = torch.device(device).type == "cuda"
+    reason, ablated = None, []
+    if ablation is not None:
+        context = ablation(model)
+        try:
+            handle = context.__enter__()                       # raises for models it cannot do
+        except Unsupported as exc:
+            reason, ablation = str(exc), None
+        else:
+            try:
+                timed(step, cuda)                              # warm-up, and did it do anything?
+            finally:
+                context.__exit__(None, None, None)
+            if handle.calls == 0:
+                raise RuntimeError(f"the ablation ({handle.method}) never ran its no-op: the "
+                                   f"model does not route its attention through it")
+            reason = handle.method
+    else:
+        reason = "not requested"
+    timed(step, cuda)
+    profiled_step(step, model, device)                         # the profiler's first start
+    plain, profiled, ops = [], [], []
+    for i in range(repeats):
+        if ablation is not None:
+            pair = {}
+            for which in (("plain", "ablated") if i % 2 == 0 else ("ablated", "plain")):
+                if which == "plain":
+                    pair[which] = timed(step, cuda)
+                else:
+                    with ablation(model):
+                        pair[which] = timed(step, cuda)
+            plain.append(pair["plain"])
+            ablated.append(pair["ablated"])
+        else:
+            plain.append(timed(step, cuda))
+        wall, op_times = profiled_step(step, model, device)
+        profiled.append(wall)
+        ops.append(op_times)
+    return plain, ablated, profiled, ops, reason
+
+
+def _checks(plain, op_total, core, ablated, unlinked, mode, n_boot, seed) -> dict:
+    rows = np.column_stack([plain, op_total])
+    excess = np.median((rows[:, 1] - rows[:, 0]) / rows[:, 0])
+    lo, hi = median_interval(rows, n_boot=n_boot, seed=seed,
+                             statistic=lambda s: np.median((s[..., 1] - s[..., 0]) / s[..., 0], axis=1))
+    tol = TOLERANCE["operators_within_plain"]
+    out = {"operators_within_plain": dict(
+        statistic="median over rounds of (operator time - plain step) / plain step",
+        value=float(excess), interval=(lo, hi), tolerance=tol, passed=bool(lo <= tol))}
+    if ablated:
+        rows = np.column_stack([plain, ablated, core])
+
+        def gap(s):   # ablated share - profiled core share, per bootstrap resample
+            p = np.median(s[..., 0], axis=1)
+            return (np.median(s[..., 0] - s[..., 1], axis=1) - np.median(s[..., 2], axis=1)) / p
+        value = float(gap(rows[None])[0])
+        lo, hi = median_interval(rows, n_boot=n_boot, seed=seed, statistic=gap)
+        tol = TOLERANCE["ablation_matches_profile"]
+        out["ablation_matches_profile"] = dict(
+            statistic="median(plain - ablated)/median(plain) - median(profiled core)/median(plain)",
+            value=value, interval=(lo, hi), tolerance=tol, passed=bool(lo <= tol and hi >= -tol))
+    if mode == "training":
+        share = float(sum(unlinked) / max(sum(op_total), 1e-12))
+        tol = TOLERANCE["backward_linked"]
+        out["backward_linked"] = dict(statistic="backward operator time matched to no forward "
+                                      "operator / operator time", value=share, tolerance=tol,
+                                      passed=share <= tol)
+    out["passed"] = all(c["passed"] for c in out.values())
+    return out
 
 
 def profile_components(model: nn.Module, forward: Callable[[], object],
                        assignment: dict[str, str] | Callable[[nn.Module], dict[str, str]],
-                       *, mode: str, device="cpu", repeats: int = 3, flops: bool = True,
-                       memory: bool = True, timer: Callable[[], float] = time.perf_counter) -> dict:
+                       *, mode: str, device="cpu", repeats: int = 10,
+                       ablation: Callable[[nn.Module], ContextManager[AblationHandle]] | None = None,
+                       ablated_component: str = "attention_core", flops: bool = True,
+                       memory: bool = True, n_boot: int = 2000, seed: int = 0) -> dict:
     """Per-component cost of one step of ``model`` (``forward()`` runs it on fixed inputs).
 
-    Plain and instrumented steps alternate ``repeats`` times after one warm-up (the FLOP/memory
-    pass); ``timer`` is the CPU clock (see ``_Clock``). ``assignment`` (module name -> component)
-    may be a function of the model, called after the warm-up: some models replace modules in
-    their first forward at a new length (BigBird switching between full and block-sparse).
-    Returns {"plain_s": [...], "instrumented_s": [...], "time_s": {component: [...]},
-    "forward_s"/"backward_s": {component: [...]}, "flops": {component: n}, "saved_bytes":
-    {component: bytes}, "hook_overhead_s": c, "module_calls": n, "graph_nodes": n}.
-    Components cover the table's components plus "unattributed" (backward engine, loss).
+    ``assignment``: module name -> component, or a function of the model called after the first
+    step (some models replace modules in their first forward at a new length). ``ablation``:
+    ``model -> context manager`` (``effx.models.ablation.attention_core_ablated``), compared
+    with ``ablated_component``; None skips it. Returns (seconds, FLOPs, bytes)::
+
+        components        the table's components present, then "unattributed"
+        time_s            {component: [operator seconds per round]}, forward + backward
+        forward_s, backward_s   the same split by phase
+        time              {component: {"median", "q25", "q75"}}
+        plain_s           [plain step seconds per round];  plain: its median/quartiles
+        profiled_s        [wall seconds of the profiled step per round] (instrumentation included)
+        operator_s        [operator seconds per profiled step]
+        overhead_s        [plain - operator seconds per round];  overhead: median/quartiles
+        ablation          {"status": "ok" | "unavailable", "reason", "method", "ablated_s",
+                           "diff_s" (plain - ablated per round), "median_s", "interval_s"
+                           (95% bootstrap of the median difference), "share", "share_interval",
+                           "profiled_share" (median core / median plain)}
+        check             see the module docstring; check["passed"]: every check that ran passed
+        flops, flops_total, saved_bytes, module_calls, profiler_events
     """
-    on_cpu = torch.device(device).type == "cpu"
-    overhead = hook_overhead_s("cpu", timer) if on_cpu else 0.0
-    tracer = ModuleTracer(model, device, overhead, timer)
-    plain = make_step(forward, mode, model)
-    traced = _traced_step(forward, mode, model, tracer)
-    clock = tracer.clock
-    out = {"flops": {}, "saved_bytes": {}, "hook_overhead_s": overhead}
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}; allowed: >= 1 (10 or more for intervals)")
+    step = make_step(forward, mode, model)
     modules = [id(m) for m in model.modules()]
-    for _ in range(2):   # warm-up pass: FLOPs per module and saved activations (grad on, as in training)
-        tracer.reset()
-        with tracer, torch.enable_grad(), tracer.saving():
-            counter = OwnedFlopCounter(tracer.current)
-            with counter:
-                (traced if mode == "training" else forward)()
-        now = [id(m) for m in model.modules()]
-        if now == modules:
-            break
-        modules = now    # the forward replaced modules that the hooks did not see: once more
+    counted = _counting_pass(model, step, forward, mode, flops, memory)
+    if [id(m) for m in model.modules()] != modules:   # the forward replaced modules (BigBird's
+        counted = _counting_pass(model, step, forward, mode, flops, memory)   # switch): again
     if callable(assignment):
         assignment = assignment(model)
-    out["module_calls"], out["graph_nodes"] = len(tracer.calls), len(tracer.nodes)
-    if flops:
-        out["flops"] = by_component(dict(counter.by_owner), assignment)
-        out["flops_total"] = counter.get_total_flops()
-    if memory:
-        out["saved_bytes"] = by_component(dict(tracer.saved), assignment)
-    tracer.reset()
-    comps = sorted(set(assignment.values())) + ["unattributed"]
-    plain_s, traced_s = [], []
-    fwd, bwd = {k: [] for k in comps}, {k: [] for k in comps}
-    for _ in range(repeats):
-        clock.sync()
-        a = clock.mark()
-        plain()
-        b = clock.mark()
-        with tracer:
-            traced()
-        c = clock.mark()
-        clock.sync()
-        plain_s.append(clock.seconds(a, b))
-        traced_s.append(clock.seconds(b, c))
-        for store, per_module in ((fwd, tracer.forward_times()), (bwd, tracer.backward_times())):
-            summed = by_component(per_module, assignment)
-            for k in comps:
-                store[k].append(summed.get(k, 0.0))
-        tracer.reset()
-    out.update(plain_s=plain_s, instrumented_s=traced_s, forward_s=fwd, backward_s=bwd,
-               time_s={k: [f + g for f, g in zip(fwd[k], bwd[k])] for k in comps})
+    plain, ablated, profiled, ops, reason = _rounds(model, step, device, repeats, ablation)
+    comps = sorted(set(assignment.values())) + [UNATTRIBUTED]
+    fwd = [by_component(o.forward, assignment) for o in ops]
+    bwd = [by_component(o.backward, assignment) for o in ops]
+    phase = {name: {c: [d.get(c, 0.0) for d in per] for c in comps} for name, per in
+             (("forward_s", fwd), ("backward_s", bwd))}
+    time_s = {c: [f + b for f, b in zip(phase["forward_s"][c], phase["backward_s"][c])] for c in comps}
+    operator = [o.total for o in ops]
+    out = dict(components=comps, time_s=time_s, **phase,
+               time={c: summarize(v) for c, v in time_s.items()},
+               plain_s=plain, plain=summarize(plain), profiled_s=profiled, operator_s=operator,
+               overhead_s=[p - o for p, o in zip(plain, operator)],
+               flops=by_component(counted["flops"], assignment) if flops else {},
+               flops_total=counted["flops_total"] if flops else None,
+               saved_bytes=by_component(counted["saved"], assignment) if memory else {},
+               module_calls=counted["module_calls"], profiler_events=ops[-1].events)
+    out["overhead"] = summarize(out["overhead_s"])
+    core = time_s.get(ablated_component, [0.0] * repeats)
+    out["ablation"] = _ablation_summary(plain, ablated, core, reason, n_boot, seed)
+    out["check"] = _checks(plain, operator, core, ablated, [o.unlinked_s for o in ops], mode,
+                           n_boot, seed)
     return out
+
+
+def count_components(model: nn.Module, forward: Callable[[], object],
+                     assignment: dict[str, str] | Callable[[nn.Module], dict[str, str]], *,
+                     mode: str) -> dict:
+    """FLOPs and saved activations per component from one step, without timing (a point whose
+    step is too slow to time still gets them): {"flops", "flops_total", "saved_bytes"}."""
+    step = make_step(forward, mode, model)
+    counted = _counting_pass(model, step, forward, mode, True, True)
+    if callable(assignment):
+        assignment = assignment(model)
+    return {"flops": by_component(counted["flops"], assignment), "flops_total": counted["flops_total"],
+            "saved_bytes": by_component(counted["saved"], assignment)}
+
+
+def _ablation_summary(plain, ablated, core, method_or_reason, n_boot, seed) -> dict:
+    if not ablated:
+        return {"status": "unavailable", "reason": method_or_reason}
+    diff = [p - a for p, a in zip(plain, ablated)]
+    base = statistics.median(plain)
+    lo, hi = median_interval(diff, n_boot=n_boot, seed=seed)
+    return {"status": "ok", "reason": None, "method": method_or_reason, "ablated_s": ablated,
+            "diff_s": diff,
+            "median_s": statistics.median(diff), "interval_s": (lo, hi),
+            "share": statistics.median(diff) / base, "share_interval": (lo / base, hi / base),
+            "profiled_share": statistics.median(core) / base}

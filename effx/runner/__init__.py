@@ -11,7 +11,8 @@
   run goes on and the summary lists the failures.
 - Provenance: one run record (commit, versions, hardware, parameters) per call that executes
   something; every record carries the run id, its unit, host, threads, load before and after.
-- Progress: units done and left, what runs now, an ETA (``effx.runner.progress``).
+- Progress: units done and left, what runs now, an ETA (``effx.runner.progress``). The worker's
+  own output (warnings, C libraries' lines) goes to ``data/results/<profile>/logs/<study>.log``.
 
 Backends: ``process`` (default), ``inline`` (same process) and ``ray`` (``effx.runner.ray``).
 """
@@ -61,9 +62,9 @@ def unit_done(records: list[dict], P: dict) -> bool:
     return True
 
 
-def make_backend(name: str, P: dict, log, address: str | None = None):
+def make_backend(name: str, P: dict, log, address: str | None = None, output: str | None = None):
     if name == "process":
-        return ProcessBackend(default_limit_bytes(P.get("memory_limit_gb")), log=log)
+        return ProcessBackend(default_limit_bytes(P.get("memory_limit_gb")), log=log, output=output)
     if name == "inline":
         return InlineBackend(log=log)
     if name == "ray":
@@ -114,7 +115,8 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
     for u in todo:
         queues.setdefault(u.series, deque()).append(u)
     checkpoints = store.folder.parent / "checkpoints" / study.name
-    engine = make_backend(backend, P, progress.note, address)
+    output = store.folder / "logs" / f"{study.name}.log"       # the worker's own output
+    engine = make_backend(backend, P, progress.note, address, str(output))
     try:
         for series, queue in queues.items():
             while queue:
@@ -130,7 +132,7 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
                 progress.start(unit.label)
                 earlier = [r for recs in by_unit.values() for r in recs
                            if series and r.get("unit_series") == series]
-                outcome = engine.run(study, unit, P, earlier, str(checkpoints / _safe(unit.id)))
+                outcome = engine.run(study, unit, P, earlier, str(checkpoints))
                 records = _unit_records(outcome)
                 written = store.record_unit(unit.id, records, series=series)
                 by_unit[unit.id] = written
@@ -150,8 +152,3 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
     for label, err in summary.failed:
         print(f"[{study.name}] FAILED {label}: {err}", file=stream or sys.stderr, flush=True)
     return summary
-
-
-def _safe(unit_id: str) -> str:
-    import hashlib
-    return hashlib.sha1(unit_id.encode()).hexdigest()[:16]

@@ -121,17 +121,25 @@ class ProcessBackend:
     spawn, which re-imports the caller's main script: a notebook kernel or a user's script)."""
     capacity = 1
 
-    def __init__(self, limit_bytes: int, log: Callable[[str], None] = print, **_):
-        self.limit, self.log = int(limit_bytes), log
+    def __init__(self, limit_bytes: int, log: Callable[[str], None] = print,
+                 output: str | None = None, **_):
+        self.limit, self.log, self.output = int(limit_bytes), log, output
         self.proc = self.conn = self._send = None
 
     def _start(self) -> None:
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        out = None
+        if self.output:                  # the worker's own output (C libraries' lines included)
+            os.makedirs(os.path.dirname(self.output), exist_ok=True)
+            out = open(self.output, "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "effx.runner.worker",
                                       str(to_child_r), str(from_child_w)],
-                                     pass_fds=(to_child_r, from_child_w), env=env)
+                                     pass_fds=(to_child_r, from_child_w), env=env,
+                                     stdout=out, stderr=subprocess.STDOUT if out else None)
+        if out is not None:
+            out.close()
         os.close(to_child_r)
         os.close(from_child_w)
         self._send = Connection(to_child_w, readable=False)

@@ -1,24 +1,24 @@
-"""Figures and cited numbers of the cost-breakdown chapter (``effx.studies.cost_breakdown``).
+"""Figures of the cost-breakdown chapter (``effx.studies.cost_breakdown``).
 
 ``plot_shares`` draws, per modality, one row per model and one column per cost (latency, FLOPs,
 saved activations): the share of each component, stacked, versus input length. Attention
-components are drawn in reds, the rest in blues and greys, so "how much is attention" reads at
-a glance. ``headline_numbers`` computes what the prose cites (glued, never typed).
+components are drawn in reds, the rest in blues and greys, the overhead band (time no operator
+accounts for) hatched, so "how much is attention" reads at a glance.
 """
 from __future__ import annotations
 
 import pandas as pd
 
+from effx.models import builders
 from effx.models.components import ATTENTION_ALL, LABELS
-from effx.studies.cost_breakdown import KINDS, UNATTRIBUTED
-from effx.studies.tipping_points import LENGTH_LABELS
+from effx.studies.cost_breakdown.analysis import KINDS, OVERHEAD, UNATTRIBUTED
 
 COLORS = {"input": "#4d4d4d", "qkv_projection": "#f4a582", "attention_core": "#b2182b",
           "output_projection": "#d6604d", "feed_forward": "#2166ac", "norm_residual": "#92c5de",
-          "other": "#bababa", UNATTRIBUTED: "#f0f0f0"}
+          "other": "#bababa", UNATTRIBUTED: "#e0e0e0", OVERHEAD: "#fdfdfd"}
 ORDER = ["attention_core", "qkv_projection", "output_projection", "feed_forward", "norm_residual",
-         "input", "other", UNATTRIBUTED]
-BASELINES = {"text": "bert", "speech": "hubert", "vision": "vit", "controlled": "dense_sdpa"}
+         "input", "other", UNATTRIBUTED, OVERHEAD]
+NAMES = {**LABELS, UNATTRIBUTED: "operators outside every module", OVERHEAD: "overhead (no operator)"}
 
 
 def plot_shares(frame: pd.DataFrame, modality: str, mode: str, typical: float | None = None,
@@ -30,7 +30,7 @@ def plot_shares(frame: pd.DataFrame, modality: str, mode: str, typical: float | 
     models = list(dict.fromkeys(data.model))
     if data.empty or not kinds:
         return None
-    fig, axes = plt.subplots(len(models), len(kinds), figsize=(3.6 * len(kinds), 2.3 * len(models) + 0.9),
+    fig, axes = plt.subplots(len(models), len(kinds), figsize=(3.3 * len(kinds), 2.3 * len(models) + 0.9),
                              squeeze=False, sharex=True, sharey=True)
     for i, model in enumerate(models):
         for j, kind in enumerate(kinds):
@@ -49,7 +49,11 @@ def plot_shares(frame: pd.DataFrame, modality: str, mode: str, typical: float | 
                     ax.bar(x, y, bottom=bottom, width=x * 0.3, color=COLORS[c])
                     bottom += y
             else:
-                ax.stackplot(x, ys, colors=[COLORS[c] for c in comps], linewidth=0.3, edgecolor="white")
+                parts = ax.stackplot(x, ys, colors=[COLORS[c] for c in comps], linewidth=0.3,
+                                     edgecolor="0.6")
+                for c, part in zip(comps, parts):
+                    if c == OVERHEAD:
+                        part.set_hatch("///")
             for xv in x:
                 ax.axvline(xv, color="white", lw=0.6, alpha=0.7)
             if typical and x.min() <= typical <= x.max():
@@ -64,68 +68,16 @@ def plot_shares(frame: pd.DataFrame, modality: str, mode: str, typical: float | 
             if j == 0:
                 ax.set_ylabel("share of total (%)")
             if i == len(models) - 1:
-                ax.set_xlabel(LENGTH_LABELS[modality], fontsize=9)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[c]) for c in ORDER]
-    names = [LABELS.get(c, "unattributed (backward engine)") for c in ORDER]
+                ax.set_xlabel(builders.MODALITIES[modality].axis_label, fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=COLORS[c], edgecolor="0.6",
+                             hatch="///" if c == OVERHEAD else None) for c in ORDER]
+    names = [NAMES[c] for c in ORDER]
     fig.legend(handles, names, loc="lower center", ncol=4, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.01))
     extra = " (dashed: typical dataset length)" if typical else ""
     fig.suptitle(f"{modality}, {mode}: where the cost goes{extra}", fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     return fig
-
-
-def _share(frame, modality, model, kind, length, comps) -> float:
-    d = frame[(frame.modality == modality) & (frame.model == model) & (frame.kind == kind)
-              & (frame["mode"] == "inference") & (frame.length == length)]
-    return float(100 * d[d.component.isin(comps)].share.sum()) if len(d) else float("nan")
-
-
-def headline_numbers(frame: pd.DataFrame, largest: pd.DataFrame, near: pd.DataFrame,
-                     checks: pd.DataFrame) -> dict:
-    """Numbers the prose cites (keys without the 'cb_' prefix)."""
-    out: dict = {}
-    if frame.empty:
-        return out
-    for mod, base in BASELINES.items():
-        sub = near[(near.modality == mod) & (near.model == base)] if len(near) else near
-        if sub.empty:
-            continue
-        length = float(sub.length.iloc[0])
-        out[f"{mod}_length"] = length
-        for kind in ("time", "flops"):
-            out[f"{mod}_core_{kind}"] = _share(frame, mod, base, kind, length, ["attention_core"])
-            out[f"{mod}_attn_{kind}"] = _share(frame, mod, base, kind, length, list(ATTENTION_ALL))
-            out[f"{mod}_ffn_{kind}"] = _share(frame, mod, base, kind, length, ["feed_forward"])
-            out[f"{mod}_input_{kind}"] = _share(frame, mod, base, kind, length, ["input"])
-        if len(largest):
-            row = largest[(largest.modality == mod) & (largest.model == base) & (largest.kind == "time")
-                          & (largest["mode"] == "inference") & (largest.attention == "all attention")]
-            if len(row):
-                out[f"{mod}_attn_largest_time"] = row.label.iloc[0]
-    # the claim: non-attention parts carry most of the cost at typical lengths (keys always
-    # defined: the prose cites them even when no model was measured at a typical length)
-    for kind in ("time", "flops"):
-        out.update({f"models_{kind}": 0, f"holds_{kind}": 0, f"fails_{kind}": "none"})
-    if len(near):
-        inf = near[(near["mode"] == "inference") & near.kind.isin(["time", "flops"])]
-        attn = (inf[inf.component.isin(ATTENTION_ALL)].groupby(["modality", "model", "kind"]).share.sum()
-                .unstack("kind"))
-        for kind in ("time", "flops"):
-            if kind in attn:
-                holds = attn[kind] < 0.5
-                out[f"models_{kind}"] = int(attn[kind].notna().sum())
-                out[f"holds_{kind}"] = int(holds.sum())
-                fails = [f"{m} ({100 * v:.0f}%)" for (_, m), v in attn[kind][~holds].items()]
-                out[f"fails_{kind}"] = ", ".join(fails) if fails else "none"
-                out[f"nonattn_{kind}_min"] = float(100 * (1 - attn[kind].max()))
-    if len(checks):
-        out["residual_abs_max"] = float(checks["residual %"].abs().max())
-        out["residual_abs_median"] = float(checks["residual %"].abs().median())
-        out["within_10"] = int((checks["residual %"].abs() <= 10).sum())
-        out["points"] = int(len(checks))
-        out["overhead_median"] = float(checks["hook overhead %"].median())
-    return out
 
 
 def disagreement(frame: pd.DataFrame) -> pd.DataFrame:
@@ -140,4 +92,4 @@ def disagreement(frame: pd.DataFrame) -> pd.DataFrame:
     return w.reset_index()
 
 
-__all__ = ["plot_shares", "headline_numbers", "disagreement", "COLORS"]
+__all__ = ["plot_shares", "disagreement", "COLORS"]
