@@ -5,6 +5,8 @@
     python -m effx.pipeline measure  [same options]      the studies' units, without Jupyter
     python -m effx.pipeline plan     [--profile ...]     units per study and estimated time
     python -m effx.pipeline list                         studies, profiles, time shares
+    python -m effx.pipeline merge    SRC [SRC ...] --into DEST   results folders from several
+                                                         machines into one (conflicts reported)
     python -m effx.pipeline toc      [--check]           write (or check) book/_toc.yml, and the
                                                          status table the methods page includes
 
@@ -190,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--address", default=None, help="Ray cluster address (--runner ray)")
         sp.add_argument("--out", type=Path, default=GENERATED_DIR)
     sub.add_parser("list")
+    merge = sub.add_parser("merge")
+    merge.add_argument("sources", nargs="+", type=Path)
+    merge.add_argument("--into", type=Path, required=True)
     toc = sub.add_parser("toc")
     toc.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
@@ -205,6 +210,14 @@ def _dispatch(args) -> int:
         for name, study in registry().items():
             tables = ", ".join(sorted(profile_tables(name)))
             print(f"{name:20s} {study.part:16s} share {study.share_s:4d} s  profiles: {tables}")
+        return 0
+    if args.command == "merge":
+        from effx.results import merge_folders
+        report = merge_folders(args.sources, args.into)
+        print(f"effx: {report['records']} records, {report['runs']} runs -> {args.into}")
+        for c in report["conflicts"]:
+            print(f"  conflict in {c['file']}: kept {c['kept']}, dropped {', '.join(c['dropped'])}"
+                  f" for {c['unit'][:120]}")
         return 0
     if args.command == "toc":
         if args.check:

@@ -93,3 +93,16 @@ def new_run(study: str, profile: str, params: dict, device: str = "cpu",
         "hardware": hardware(device, threads),
         "params": params,
     }
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A digest of effx's source files: the same on two machines iff they run the same code
+    (a worker without git has no commit to compare; the distributed runner compares this)."""
+    import hashlib
+    digest = hashlib.sha1()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -215,3 +215,56 @@ def provenance_summary(store: ResultStore, table: pd.DataFrame | None = None) ->
                      "torch": ver["torch"], "triton": ver.get("triton"), "effx": ver["effx"],
                      "rows": int((table.run_id == run_id).sum())})
     return pd.DataFrame(rows)
+
+
+def merge_folders(sources: list[Path], dest: Path) -> dict:
+    """Merge results folders of one profile brought back from several machines into ``dest``.
+
+    Every unit (or, for records written before units, every point) is kept once: when several
+    folders hold it, the write of the latest run wins and the others are reported as conflicts
+    (with their status and run); every run record is kept (provenance). Returns
+    {"records": n, "runs": n, "conflicts": [{"file", "unit", "kept", "dropped"}]}.
+    """
+    dest = Path(dest)
+    report = {"records": 0, "runs": 0, "conflicts": []}
+    folders = [Path(s) for s in sources] + ([dest] if dest.exists() else [])
+    runs: dict[str, dict] = {}
+    for folder in folders:
+        for run in read_jsonl(folder / "runs.jsonl"):
+            runs.setdefault(run["run_id"], run)
+    names = sorted({p.name for f in folders for p in f.glob("*.jsonl")} - {"runs.jsonl"})
+    merged_files = {}
+    for name in names:
+        groups: dict[str, dict[str, list[dict]]] = {}     # identity -> write -> records
+        for folder in folders:
+            for rec in read_jsonl(folder / name):
+                ident = rec.get("unit") or point_key(rec.get("point", rec))
+                groups.setdefault(ident, {}).setdefault(rec.get("write") or rec.get("run_id", ""),
+                                                        []).append(rec)
+        out = []
+        for ident, writes in groups.items():
+            def date(recs):
+                return runs.get(recs[0].get("run_id"), {}).get("date", "")
+            ordered = sorted(writes.values(), key=date)
+            keep = ordered[-1]
+            if len(ordered) > 1:
+                report["conflicts"].append({"file": name, "unit": ident[:200],
+                                            "kept": f"{keep[0]['status']} ({keep[0].get('run_id')})",
+                                            "dropped": [f"{w[0]['status']} ({w[0].get('run_id')})"
+                                                        for w in ordered[:-1]]})
+            out += keep
+        merged_files[name] = out
+        report["records"] += len(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, recs in merged_files.items():
+        _rewrite(dest / name, recs)
+    _rewrite(dest / "runs.jsonl", list(runs.values()))
+    report["runs"] = len(runs)
+    return report
+
+
+def _rewrite(path: Path, records: list[dict]) -> None:
+    with _locked(path):
+        tmp = path.with_name(path.name + ".merge.tmp")
+        tmp.write_text("".join(json.dumps(_clean(r), sort_keys=True) + "\n" for r in records))
+        os.replace(tmp, path)

@@ -3,6 +3,7 @@
 Units of series "grow": 0 MB, then ``grow_mb``, then 0 MB again (skipped once the second ran out
 of memory); series "broken": one unit that raises; series "fine": one unit that logs and succeeds.
 """
+import os
 import time
 
 from effx import params as p
@@ -11,7 +12,11 @@ from effx.study import Record, Study, Unit
 
 PARAMETERS = {"grow_mb": p.positive_int("MB the second unit of 'grow' allocates", default=10),
               "hold_s": p.positive_number("seconds it holds them", default=0.1),
-              "fail": p.flag("the 'broken' unit raises", default=True)}
+              "fail": p.flag("the 'broken' unit raises", default=True),
+              "sleep_s": p.positive_number("seconds the 'fine' unit sleeps", default=0.01),
+              "pid_file": p.Param(lambda name, value: str(value),
+                                  "where the 'fine' unit writes its worker's parent's pid",
+                                  default="")}
 
 
 def units(P):
@@ -28,6 +33,11 @@ def execute(unit, P, ctx):
         for i in range(0, len(block), 4096):      # touch every page: resident, not just reserved
             block[i] = 1
         time.sleep(P["hold_s"])
+    if unit.key["series"] == "fine":
+        if P["pid_file"]:
+            with open(P["pid_file"], "a") as f:
+                f.write(f"{os.getppid()}\n")
+        time.sleep(P["sleep_s"])
     ctx.log(f"unit {unit.label} working")
     return [Record(point=dict(unit.key, part=j), metrics={"x": metric(j, "1")}) for j in range(2)]
 

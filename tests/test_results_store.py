@@ -1,9 +1,10 @@
-"""The results store: tidy rows, provenance, atomic writes, resume."""
+"""The results store: tidy rows, provenance, atomic writes, one write per unit, merging."""
 import json
 
 import pytest
 
 from effx.results import ResultStore, metric, point_key
+from effx.study import Record
 
 
 @pytest.fixture
@@ -13,8 +14,12 @@ def store(tmp_path):
     return s
 
 
+def put(store, point, metrics=None, status="ok", unit=None):
+    return store.record_unit(unit or point_key(point), [Record(point, status, metrics or {})])
+
+
 def test_rows_carry_provenance(store):
-    store.record({"model": "a", "length": 8}, {"latency_s": metric(0.5, "s", [0.4, 0.5, 0.6])})
+    put(store, {"model": "a", "length": 8}, {"latency_s": metric(0.5, "s", [0.4, 0.5, 0.6])})
     table = store.table()
     assert list(table.metric) == ["latency_s"]
     row = table.iloc[0]
@@ -29,27 +34,26 @@ def test_rows_carry_provenance(store):
 
 def test_record_requires_a_run(tmp_path):
     with pytest.raises(RuntimeError, match="start_run"):
-        ResultStore("demo", "unit", root=tmp_path).record({"x": 1})
+        put(ResultStore("demo", "unit", root=tmp_path), {"x": 1})
 
 
-def test_resume_sees_points_of_an_earlier_process(store, tmp_path):
-    store.record({"model": "a", "length": 8}, {"m": metric(1, "s")})
-    store.record({"model": "a", "length": 16}, status="oom")
-    store.record({"model": "a", "length": 32}, status="error")          # not final: redone
+def test_an_earlier_process_writes_are_read_back_by_unit(store, tmp_path):
+    put(store, {"model": "a", "length": 8}, {"m": metric(1, "s")}, unit="u8")
+    put(store, {"model": "a", "length": 16}, status="oom", unit="u16")
     again = ResultStore("demo", "unit", root=tmp_path)                   # a new process
-    assert again.is_done({"length": 8, "model": "a"})                    # key order does not matter
-    assert again.is_done({"model": "a", "length": 16})
-    assert not again.is_done({"model": "a", "length": 32})
+    by_unit = again.records_by_unit()
+    assert sorted(by_unit) == ["u16", "u8"] and by_unit["u16"][0]["status"] == "oom"
 
 
-def test_a_remeasured_point_replaces_the_old_one(store):
-    store.record({"p": 1}, {"m": metric(1.0, "s")})
-    store.record({"p": 1}, {"m": metric(2.0, "s")})
+def test_a_unit_written_again_replaces_all_its_earlier_records(store):
+    store.record_unit("u", [Record({"p": 1}, "failed"), Record({"p": 2}, "failed")])
+    store.record_unit("u", [Record({"p": 1}, metrics={"m": metric(2.0, "s")})])
+    assert [r["point"] for r in store.records()] == [{"p": 1}]
     assert list(store.table().value) == [2.0]
 
 
 def test_torn_temp_files_never_replace_the_store(store):
-    store.record({"p": 1}, {"m": metric(1.0, "s")})
+    put(store, {"p": 1}, {"m": metric(1.0, "s")})
     (store.folder / "demo.jsonl.partial.tmp").write_text('{"broken')    # a crash mid-write
     lines = store.path.read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["point"] == {"p": 1}
@@ -57,7 +61,7 @@ def test_torn_temp_files_never_replace_the_store(store):
 
 
 def test_nan_is_stored_as_null(store):
-    store.record({"p": 1}, {"m": metric(float("nan"), "s")})
+    put(store, {"p": 1}, {"m": metric(float("nan"), "s")})
     assert json.loads(store.path.read_text())["metrics"]["m"]["value"] is None
 
 
@@ -67,6 +71,26 @@ def test_point_key_is_canonical():
 
 
 def test_only_filters_points(store):
-    store.record({"p": 1}, {"m": metric(1.0, "s")})
-    store.record({"p": 2}, {"m": metric(2.0, "s")})
+    put(store, {"p": 1}, {"m": metric(1.0, "s")})
+    put(store, {"p": 2}, {"m": metric(2.0, "s")})
     assert list(store.table(only=[{"p": 2}]).value) == [2.0]
+
+
+def test_merging_folders_from_two_machines_keeps_every_unit_once_and_reports_conflicts(tmp_path):
+    from effx.results import merge_folders, read_jsonl
+    from effx.study import Record
+
+    def machine(name, units, value):
+        store = ResultStore("s", "gpu", root=tmp_path / name)
+        store.start_run({}, "cpu")
+        for u in units:
+            store.record_unit(u, [Record(point={"u": u}, metrics={"x": metric(value, "s")})])
+        return store.folder
+    a = machine("a", ["u1", "u2"], 1.0)
+    b = machine("b", ["u2", "u3"], 2.0)                       # u2 measured on both machines
+    report = merge_folders([a, b], tmp_path / "merged")
+    recs = read_jsonl(tmp_path / "merged" / "s.jsonl")
+    assert sorted(r["unit"] for r in recs) == ["u1", "u2", "u3"]
+    assert [r["metrics"]["x"]["value"] for r in recs if r["unit"] == "u2"] == [2.0]   # latest run
+    assert len(report["conflicts"]) == 1 and report["runs"] == 2
+    assert len(read_jsonl(tmp_path / "merged" / "runs.jsonl")) == 2

@@ -14,7 +14,11 @@
 - Progress: units done and left, what runs now, an ETA (``effx.runner.progress``). The worker's
   own output (warnings, C libraries' lines) goes to ``data/results/<profile>/logs/<study>.log``.
 
-Backends: ``process`` (default), ``inline`` (same process) and ``ray`` (``effx.runner.ray``).
+Backends: ``process`` (default), ``inline`` (same process) and ``ray`` (``effx.runner.ray``, units
+of different series at once across a cluster). A backend ``submit``s a unit and ``wait``s for the
+next one to finish; the local ones run one unit at a time (``capacity`` 1). Checkpoints of long
+units go to ``checkpoint_dir`` (default ``data/results/checkpoints/<study>``; on a cluster, a
+path every worker can reach).
 """
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ def make_backend(name: str, P: dict, log, address: str | None = None, output: st
     raise ParameterError("runner", name, ", ".join(BACKENDS))
 
 
-def _unit_records(outcome: Outcome, store_limit: int | None = None) -> list[Record]:
+def _unit_records(outcome: Outcome) -> list[Record]:
     """The records to store for an outcome: the unit's own, or one record saying what happened."""
     unit, info = outcome.unit, dict(outcome.info)
     if outcome.status == "done":
@@ -86,11 +90,13 @@ def _unit_records(outcome: Outcome, store_limit: int | None = None) -> list[Reco
             out.append(Record(point=unit.key, status="failed",
                               info=dict(info, error="the unit returned no records")))
         return out
-    return [Record(point=unit.key, status=outcome.status, info=info)]
+    return [Record(point=unit.key, status=outcome.status,
+                   info=dict(info, unit_oom=True) if outcome.status == "oom" else info)]
 
 
 def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultStore | None = None,
-              address: str | None = None, stream=None) -> RunSummary:
+              address: str | None = None, checkpoint_dir: str | None = None,
+              stream=None) -> RunSummary:
     """Execute every unit of ``study`` under ``P`` that is not recorded yet; see module docstring."""
     import time
     if not study.measures:
@@ -110,17 +116,22 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
     t0 = time.perf_counter()
     store.start_run(P, device=str(P.get("device", "cpu")), threads=P.get("threads"))
     stopped = {r["unit_series"] for recs in by_unit.values() for r in recs
-               if r["status"] == "oom" and r.get("unit_series")}
+               if r.get("info", {}).get("unit_oom") and r.get("unit_series")}
     queues: dict[str, deque[Unit]] = {}
     for u in todo:
         queues.setdefault(u.series, deque()).append(u)
-    checkpoints = store.folder.parent / "checkpoints" / study.name
+    checkpoints = checkpoint_dir or store.folder.parent / "checkpoints" / study.name
     output = store.folder / "logs" / f"{study.name}.log"       # the worker's own output
     engine = make_backend(backend, P, progress.note, address, str(output))
+    inflight: dict[str, tuple[Unit, object]] = {}              # series -> (unit, handle)
     try:
-        for series, queue in queues.items():
-            while queue:
-                unit = queue.popleft()
+        while queues or inflight:
+            for series in list(queues):                        # start what may start
+                if series in inflight or len(inflight) >= engine.capacity:
+                    continue
+                unit = queues[series].popleft()
+                if not queues[series]:
+                    del queues[series]
                 if series and series in stopped:
                     store.record_unit(unit.id, [Record(point=unit.key, status="skipped_after_oom",
                                                        info={"reason": "an earlier unit of this "
@@ -132,19 +143,21 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
                 progress.start(unit.label)
                 earlier = [r for recs in by_unit.values() for r in recs
                            if series and r.get("unit_series") == series]
-                outcome = engine.run(study, unit, P, earlier, str(checkpoints))
-                records = _unit_records(outcome)
-                written = store.record_unit(unit.id, records, series=series)
-                by_unit[unit.id] = written
-                summary.executed += 1
-                if outcome.status == "oom":
-                    summary.oom += 1
-                    if series:
-                        stopped.add(series)
-                for rec in records:
-                    if rec.status == "failed":
-                        summary.failed.append((unit.label, rec.info.get("error", "?")))
-                progress.finish(unit.cost_s)
+                inflight[series] = (unit, engine.submit(study, unit, P, earlier, str(checkpoints)))
+            if not inflight:
+                continue
+            series, outcome = engine.wait(inflight)            # the next unit to finish
+            unit, _ = inflight.pop(series)
+            records = _unit_records(outcome)
+            by_unit[unit.id] = store.record_unit(unit.id, records, series=series)
+            summary.executed += 1
+            if outcome.status == "oom":
+                summary.oom += 1
+                if series:
+                    stopped.add(series)
+            summary.failed += [(unit.label, r.info.get("error", "?")) for r in records
+                               if r.status == "failed"]
+            progress.finish(unit.cost_s)
     finally:
         engine.close()
         progress.close()

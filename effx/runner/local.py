@@ -62,10 +62,20 @@ def _set_threads(P: dict) -> int | None:
     return torch.get_num_threads()
 
 
+def device_name(device: str) -> str:
+    """The hardware behind a device: GPU model, else CPU model."""
+    if device.startswith("cuda"):
+        import torch
+        return torch.cuda.get_device_name(device)
+    from effx.provenance import cpu_model
+    return cpu_model()
+
+
 def execute_here(study: Study, unit: Unit, P: dict, earlier: list[dict], checkpoint_dir: str | None,
                  log: Callable[[str], None]) -> tuple[str, list[Record], dict]:
     """Run one unit in this process: (status, records, info). Never raises for the unit's errors."""
-    info = {"host": socket.gethostname(), "pid": os.getpid(), "load_before": os.getloadavg()[0]}
+    info = {"host": socket.gethostname(), "pid": os.getpid(), "load_before": os.getloadavg()[0],
+            "device_name": device_name(str(P.get("device", "cpu")))}
     t0 = time.perf_counter()
     try:
         info["threads"] = _set_threads(P)
@@ -82,9 +92,20 @@ def execute_here(study: Study, unit: Unit, P: dict, earlier: list[dict], checkpo
     return status, records, info
 
 
-class InlineBackend:
-    """Units in the calling process, one at a time."""
+class _OneAtATime:
+    """A backend that runs a unit as soon as it is submitted: ``wait`` returns it."""
     capacity = 1
+
+    def submit(self, study, unit, P, earlier, checkpoint_dir):
+        return self.run(study, unit, P, earlier, checkpoint_dir)
+
+    def wait(self, inflight: dict) -> tuple[str, Outcome]:
+        (series, (_, outcome)), = inflight.items()
+        return series, outcome
+
+
+class InlineBackend(_OneAtATime):
+    """Units in the calling process, one at a time."""
 
     def __init__(self, log: Callable[[str], None] = print, **_):
         self.log = log
@@ -95,6 +116,16 @@ class InlineBackend:
         return Outcome(unit, status, records, info)
 
     def close(self) -> None:
+        pass
+
+
+def _die_with_parent() -> None:
+    """In the worker, before it runs: the kernel sends it SIGKILL when its parent dies (a killed
+    notebook kernel or Ray worker leaves no orphan holding memory). Linux only; elsewhere a no-op."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+    except OSError:
         pass
 
 
@@ -114,12 +145,11 @@ def worker_main(recv, send) -> None:
         send.send(("result", status, records, info))
 
 
-class ProcessBackend:
+class ProcessBackend(_OneAtATime):
     """Units in a worker process, under a resident-memory limit (see module docstring).
 
     The worker is ``python -m effx.runner.worker`` talking over two pipes (not multiprocessing's
     spawn, which re-imports the caller's main script: a notebook kernel or a user's script)."""
-    capacity = 1
 
     def __init__(self, limit_bytes: int, log: Callable[[str], None] = print,
                  output: str | None = None, **_):
@@ -137,7 +167,8 @@ class ProcessBackend:
         self.proc = subprocess.Popen([sys.executable, "-m", "effx.runner.worker",
                                       str(to_child_r), str(from_child_w)],
                                      pass_fds=(to_child_r, from_child_w), env=env,
-                                     stdout=out, stderr=subprocess.STDOUT if out else None)
+                                     stdout=out, stderr=subprocess.STDOUT if out else None,
+                                     preexec_fn=_die_with_parent)
         if out is not None:
             out.close()
         os.close(to_child_r)

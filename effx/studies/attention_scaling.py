@@ -60,7 +60,7 @@ def units(P: dict) -> list[Unit]:
                       head_dim=P["head_dim"], device=P["device"], dtype=P["dtype"],
                       variants={v: ATTENTION[v].label(**options(v, P)) for v in P["variants"]}),
                  f"{m} at T={t}", series=m, cost_s=t * (3 if m == "training" else 1) / 512,
-                 gpus=int(P["device"] != "cpu"))
+                 gpus=int(P["device"] != "cpu"), cpus=P["threads"])
             for m in P["modes"] for t in P["lengths"]]
 
 

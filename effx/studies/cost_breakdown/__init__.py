@@ -73,7 +73,7 @@ def units(P: dict) -> list[Unit]:
                     out.append(Unit(key, f"{model} {mode} at {length:g} {unit}",
                                     series=f"{mod}/{model}/{mode}",
                                     cost_s=float(length) * (3 if mode == "training" else 1),
-                                    gpus=int(P["device"] != "cpu")))
+                                    gpus=int(P["device"] != "cpu"), cpus=P["threads"]))
     return out
 
 

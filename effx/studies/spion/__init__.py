@@ -67,7 +67,7 @@ def units(P: dict) -> list[Unit]:
                 key = run_key(P, task, method, seed)
                 cost = P["steps"] * (P["lengths"][task] / 256) ** 1.5 * 0.3
                 out.append(Unit(key, f"{task} {method} (seed {seed})", series=f"{task}/seed{seed}",
-                                cost_s=cost, gpus=int(P["device"] != "cpu")))
+                                cost_s=cost, gpus=int(P["device"] != "cpu"), cpus=P["threads"]))
     return out
 
 

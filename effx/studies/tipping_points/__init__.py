@@ -88,7 +88,7 @@ def units(P: dict) -> list[Unit]:
                     unit = builders.MODALITIES[mod].unit
                     cost = float(length) * len(P["models"][mod]) * (3 if mode == "training" else 1)
                     out.append(Unit(key, f"{mod} {mode} at {length:g} {unit} (run {run})",
-                                    series=series, cost_s=cost, gpus=int(P["device"] != "cpu")))
+                                    series=series, cost_s=cost, gpus=int(P["device"] != "cpu"), cpus=P["threads"]))
     return out
 
 
