@@ -1,0 +1,312 @@
+"""Block-sparse attention (effx.attention.block_sparse) with both softmax semantics, every path.
+
+The PyTorch and torch.sparse CSR paths run here, forward and gradients, against the float64 dense
+emulations through effx.testing.compare_paths (the one tolerance rule), on odd sizes (T = 63, 100;
+D = 60, 24; block 16). The Triton kernel's checks run in a subprocess under TRITON_INTERPRET=1
+(tests/kernel_checks/check_block_sparse.py; the interpreter must be chosen before triton is first
+imported), each reported as its own test. The benchmark's smoke mode and no-GPU message too.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from effx.attention import block_sparse as bs
+from effx.attention.reference import attention_reference, block_layout_mask
+from effx.errors import ParameterError
+from effx.testing import compare_paths
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKER = REPO / "tests" / "kernel_checks" / "check_block_sparse.py"
+BENCHMARK = REPO / "benchmarks" / "block_sparse_kernel.py"
+REFERENCES = {"standard": attention_reference, "faithful": bs.faithful_reference}
+CPU_PATHS = ["torch", "csr"]
+
+
+def rand(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g) for _ in range(4)]                 # q, k, v, grad_out
+
+
+def random_layout(nb, heads=None, seed=0, p=0.35):
+    shape = (nb, nb) if heads is None else (heads, nb, nb)
+    return (torch.rand(shape, generator=torch.Generator().manual_seed(seed)) < p) | torch.eye(nb, dtype=torch.bool)
+
+
+def padding(b, t, cut, seed=0):
+    kpm = torch.rand((b, t), generator=torch.Generator().manual_seed(seed)) > 0.15
+    kpm[-1, t - cut:] = False
+    return kpm
+
+
+def assert_rule(backend, layout, block, shape, seed, softmax="standard", kpm=None, scale=None, mask=None,
+                reference=None):
+    """compare_paths: the path in fp32 vs plain dense fp32 vs float64, for out, dq, dk, dv."""
+    q, k, v, grad_out = rand(shape, seed)
+    t = shape[2]
+    if mask is None:
+        mask = block_layout_mask(layout, block, t)
+        mask = mask[None] if mask.dim() == 3 else mask
+    dense = reference or REFERENCES[softmax]
+
+    def path(q, k, v):
+        return bs.block_sparse_attention(q, k, v, layout=layout, block=block, key_padding_mask=kpm, scale=scale,
+                                         softmax=softmax, backend=backend)
+
+    verdicts = compare_paths(path, lambda q, k, v: dense(q, k, v, mask=mask, key_padding_mask=kpm, scale=scale,
+                                                         upcast=False),
+                             lambda q, k, v: dense(q, k, v, mask=mask, key_padding_mask=kpm, scale=scale),
+                             q, k, v, grad_out)
+    assert all(v.ok for v in verdicts), "\n".join(map(str, verdicts))
+
+
+# ------------------------------------------------------------------------------ CPU paths
+
+@pytest.mark.parametrize("softmax", bs.SOFTMAX)
+@pytest.mark.parametrize("backend", CPU_PATHS)
+def test_all_ones_layout_equals_dense(backend, softmax):
+    # no unselected key: both semantics are plain dense attention (T=63, D=60, block 16)
+    assert_rule(backend, torch.ones(4, 4, dtype=torch.bool), 16, (2, 2, 63, 60), 1, softmax=softmax,
+                mask=torch.ones(63, 63, dtype=torch.bool), reference=attention_reference)
+
+
+@pytest.mark.parametrize("backend", CPU_PATHS)
+def test_band_layout_equals_its_element_mask(backend):
+    assert_rule(backend, bs.band_layout(7, 1), 16, (2, 2, 100, 24), 2)
+
+
+@pytest.mark.parametrize("softmax", bs.SOFTMAX)
+@pytest.mark.parametrize("backend", CPU_PATHS)
+def test_random_layouts_with_key_padding(backend, softmax):
+    assert_rule(backend, random_layout(7, seed=3), 16, (2, 2, 100, 24), 3, softmax=softmax,
+                kpm=padding(2, 100, 30, seed=3))
+    assert_rule(backend, random_layout(7, heads=2, seed=4), 16, (2, 2, 100, 24), 4, softmax=softmax,
+                kpm=padding(2, 100, 12, seed=4), scale=0.3)
+
+
+@pytest.mark.parametrize("softmax", bs.SOFTMAX)
+@pytest.mark.parametrize("backend", CPU_PATHS)
+def test_rows_without_a_selected_key_give_zeros(backend, softmax):
+    layout = random_layout(4, seed=5)
+    layout[1] = False                                         # query block 1 lists nothing
+    layout[3] = False
+    layout[3, 3] = True                                       # block 3 sees only padded keys of item 1
+    kpm = torch.ones(2, 63, dtype=torch.bool)
+    kpm[1, 48:] = False
+    q, k, v, _ = rand((2, 2, 63, 24), 5)
+    out = bs.block_sparse_attention(q, k, v, layout=layout, block=16, key_padding_mask=kpm, softmax=softmax,
+                                    backend=backend)
+    assert out[:, :, 16:32].abs().max() == 0 and out[1, :, 48:].abs().max() == 0
+    assert_rule(backend, layout, 16, (2, 2, 63, 24), 5, softmax=softmax, kpm=kpm)
+
+
+def test_faithful_differs_from_standard_by_the_zero_logits():
+    q, k, v, _ = rand((1, 2, 63, 24), 6)
+    layout = bs.band_layout(4, 0)
+    kw = dict(layout=layout, block=16, backend="torch")
+    std = bs.block_sparse_attention(q, k, v, softmax="standard", **kw)
+    faith = bs.block_sparse_attention(q, k, v, softmax="faithful", **kw)
+    # each row of the faithful weights sums to Z_sel / (Z_sel + N - nnz) < 1: outputs shrink
+    assert (faith - std).abs().max() > 1e-2
+    q64, k64 = q.double(), k.double()
+    scores = (q64 @ k64.transpose(-1, -2)) / math.sqrt(24)
+    mask = block_layout_mask(layout, 16, 63)
+    z_sel = scores.exp().masked_fill(~mask, 0).sum(-1, keepdim=True)
+    nnz = mask.sum(-1, keepdim=True)
+    shrink = z_sel / (z_sel + (63 - nnz))                     # by hand: N = T = 63 without padding
+    torch.testing.assert_close(faith.double(), std.double() * shrink, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", CPU_PATHS)
+def test_faithful_counts_only_real_keys(backend):
+    # N_b = real keys: appending padded keys (a selected block of them) must not change real rows
+    q, k, v, _ = rand((1, 2, 64, 24), 7)
+    small = random_layout(4, seed=7)
+    big = torch.zeros(5, 5, dtype=torch.bool)
+    big[:4, :4] = small
+    big[:, 4] = True                                          # the padded block is even listed
+    big[4, 4] = True
+    extra = [torch.cat([x, torch.randn(1, 2, 16, 24)], dim=2) for x in (q, k, v)]
+    kpm = torch.zeros(1, 80, dtype=torch.bool)
+    kpm[:, :64] = True
+    a = bs.block_sparse_attention(q, k, v, layout=small, block=16, softmax="faithful", backend=backend)
+    b = bs.block_sparse_attention(*extra, layout=big, block=16, key_padding_mask=kpm, softmax="faithful",
+                                  backend=backend)
+    torch.testing.assert_close(b[:, :, :64], a, atol=1e-6, rtol=1e-6)
+
+
+def test_csr_path_refuses_half_precision_and_auto_uses_torch_on_cpu():
+    q, k, v, _ = rand((1, 1, 32, 16), 8)
+    with pytest.raises(ParameterError, match="float32 or float64"):
+        bs.block_sparse_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), layout=torch.ones(2, 2, dtype=torch.bool),
+                                  block=16, backend="csr")
+    assert bs.choose_backend(q, 16, "auto") == "torch"
+
+
+def test_element_csr_index_by_hand():
+    from effx.attention.block_sparse_csr import element_csr
+    # T=3, block 2 (nb=2), layout [[1,0],[1,1]], key 2 padded: rows 0,1 -> keys {0,1}; row 2 -> {0,1}
+    crow, col = element_csr(torch.tensor([[True, False], [True, True]]), 2, 1, 1, 3,
+                            torch.tensor([[True, True, False]]))
+    assert crow.tolist() == [0, 2, 4, 6] and col.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+def test_bad_arguments_name_the_parameter():
+    q, k, v, _ = rand((1, 2, 40, 8), 9)
+    lay = torch.ones(3, 3, dtype=torch.bool)
+    for kwargs, name in [(dict(softmax="sparse"), "softmax"), (dict(backend="cuda-magic"), "backend"),
+                         (dict(layout=torch.ones(4, 4, dtype=torch.bool)), "layout"),
+                         (dict(layout=torch.ones(3, 3, 3, dtype=torch.bool)), "layout"),
+                         (dict(key_padding_mask=torch.ones(2, 40, dtype=torch.bool)), "key_padding_mask")]:
+        with pytest.raises(ParameterError, match=name):
+            bs.block_sparse_attention(q, k, v, **{"layout": lay, "block": 16, **kwargs})
+
+
+def test_block_index_of_a_layout():
+    pytest.importorskip("triton")
+    from effx.kernels.block_sparse_triton import block_index
+    layout = torch.tensor([[[1, 0, 1], [0, 1, 0], [1, 1, 1]],
+                           [[1, 0, 0], [0, 0, 0], [0, 1, 1]]], dtype=torch.bool)
+    index = block_index(layout, 16)
+    # rows g*nb + r; head 0 lists {0,2}, {1}, {0,1,2}; head 1 lists {0}, {}, {1,2}
+    assert index.row_ptr.tolist() == [0, 2, 3, 6, 7, 7, 9]
+    assert index.col_idx.tolist() == [0, 2, 1, 0, 1, 2, 0, 1, 2]
+    # transposed: head 0 key block 0 is listed by {0,2}, 1 by {1,2}, 2 by {0,2}; head 1: {0}, {2}, {2}
+    assert index.col_ptr.tolist() == [0, 2, 4, 6, 7, 8, 9]
+    assert index.row_idx.tolist() == [0, 2, 1, 2, 0, 2, 0, 2, 2]
+    assert index.row_ptr.dtype == torch.int32 and index.nnz_blocks == 9
+
+
+# ------------------------------------------------------------------------------ Triton kernel (interpreter)
+
+CHECK_NAMES = [
+    "all_ones_layout_equals_dense",
+    "band_layout_equals_element_mask",
+    "per_head_layout_key_padding_standard",
+    "faithful_matches_emulation",
+    "empty_rows_give_zeros",
+    "padded_keys_never_leak",
+    "sub_tiles_block32",
+    "custom_scale_and_non_contiguous",
+    "bf16_forward_and_grads",
+    "fp16_forward_and_grads",
+    "prebuilt_block_index",
+    "public_dispatch_backend_triton",
+]
+
+
+def interpreter_env() -> dict:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
+
+
+def run_script(args, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=interpreter_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def checker():
+    """Run every kernel check once; returns (process, {name: result})."""
+    pytest.importorskip("triton")
+    proc = run_script([CHECKER])
+    results = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            results[record["check"]] = record
+    return proc, results
+
+
+@pytest.mark.parametrize("name", CHECK_NAMES)
+def test_kernel_under_interpreter(checker, name):
+    proc, results = checker
+    if name not in results:
+        pytest.fail(f"the checker did not report {name!r} (exit status {proc.returncode}); "
+                    f"stderr tail:\n{proc.stderr[-4000:]}")
+    result = results[name]
+    assert result["ok"], f"{name} (seed {result['seed']}):\n{result['detail']}"
+
+
+def test_checker_reports_exactly_the_listed_checks(checker):
+    proc, results = checker
+    assert sorted(results) == sorted(CHECK_NAMES), "update CHECK_NAMES to match the checker's registry"
+    assert proc.returncode == (0 if all(r["ok"] for r in results.values()) else 1), proc.stderr[-4000:]
+
+
+def test_kernel_module_imports():
+    """The kernel imports (and compiles its decorators) without the interpreter, as on a GPU machine."""
+    pytest.importorskip("triton")
+    assert bs.HAS_TRITON_KERNEL, "effx.kernels.block_sparse_triton failed to import"
+
+
+# ------------------------------------------------------------------------------ benchmark
+
+def test_benchmark_smoke_under_interpreter(tmp_path):
+    """The GPU benchmark's code path (layout, correctness first, timing, table, JSON, --out) on CPU."""
+    pytest.importorskip("triton")
+    out = tmp_path / "bench.json"
+    proc = run_script([BENCHMARK, "--smoke", "--out", out])
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["benchmark"] == "block_sparse_kernel" and summary["correct"]["triton"]
+    assert 0 < summary["density"] < 1 and summary["nnz_blocks"] > 0
+    assert {"triton/fwd/float32/16", "triton/fwd_bwd/bfloat16/16", "sdpa/fwd/float32/16"} <= set(summary["ms"])
+    saved = json.loads(out.read_text())
+    assert saved["run"]["commit"] and saved["rows"]
+    assert {r["metric"] for r in saved["rows"]} == {"time_ms", "tflops"}
+    assert "| variant | dtype | D | mode |" in proc.stdout
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("block_sparse_kernel_bench", BENCHMARK)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)                 # no --smoke in argv: env untouched
+    return bench
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_benchmark_without_gpu_exits_clearly(capsys):
+    assert load_benchmark().main([]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_benchmark_arguments():
+    bench = load_benchmark()
+    args = bench.parse_args(["--head-dims", "64", "--dtypes", "bfloat16", "--block", "32"])
+    assert args.head_dims == [64] and args.dtypes == ["bfloat16"] and args.block == 32 and args.length == 4096
+    assert bench.parse_args(["--smoke"]).length < 512
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--dtypes", "float8"])
+    assert bench.block_flops(2, 3, 10, 16, 32, "fwd_bwd") == 3.5 * 4 * 2 * 3 * 10 * 16 * 16 * 32
+
+
+# ------------------------------------------------------------------------------ compiled kernel (GPU)
+
+@pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
+                    reason="needs a CUDA GPU (compiled kernel)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("softmax", bs.SOFTMAX)
+@pytest.mark.parametrize("t, d, block", [(1031, 64, 64), (257, 128, 32), (100, 24, 16)])
+def test_compiled_kernel_on_gpu(dtype, softmax, t, d, block):
+    nb = math.ceil(t / block)
+    layout = random_layout(nb, heads=3, seed=t).cuda()
+    kpm = torch.ones((2, t), dtype=torch.bool, device="cuda")
+    kpm[1, t - t // 4:] = False
+    q, k, v, grad_out = (x.to("cuda", dtype) for x in rand((2, 3, t, d), t + d))
+    mask = block_layout_mask(layout, block, t)[None]
+    dense = REFERENCES[softmax]
+    verdicts = compare_paths(
+        lambda q, k, v: bs.block_sparse_attention(q, k, v, layout=layout, block=block, key_padding_mask=kpm,
+                                                  softmax=softmax, backend="triton"),
+        lambda q, k, v: dense(q, k, v, mask=mask, key_padding_mask=kpm, upcast=False),
+        lambda q, k, v: dense(q, k, v, mask=mask, key_padding_mask=kpm), q, k, v, grad_out)
+    assert all(v.ok for v in verdicts), "\n".join(map(str, verdicts))
