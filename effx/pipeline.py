@@ -190,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
         sp.add_argument("--runner", default=os.environ.get("EFFX_RUNNER", "process"))
         sp.add_argument("--address", default=None, help="Ray cluster address (--runner ray)")
+        sp.add_argument("--checkpoints", default=None,
+                        help="checkpoint root every worker can reach (default data/results/checkpoints)")
         sp.add_argument("--out", type=Path, default=GENERATED_DIR)
     sub.add_parser("list")
     merge = sub.add_parser("merge")
@@ -240,6 +242,9 @@ def _dispatch(args) -> int:
         if name not in names:
             raise ParameterError("NB", name, ", ".join(names))
     overrides = {k: parse_value(v) for k, v in args.p}
+    if args.checkpoints:
+        from effx.runner import CHECKPOINT_ENV
+        os.environ[CHECKPOINT_ENV] = str(Path(args.checkpoints).resolve())
     if overrides and len(chosen) != 1:
         raise ParameterError("PARAMS", overrides, "parameters for exactly one notebook (NB=...)")
     if args.command == "plan":

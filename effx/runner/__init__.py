@@ -17,13 +17,15 @@
 Backends: ``process`` (default), ``inline`` (same process) and ``ray`` (``effx.runner.ray``, units
 of different series at once across a cluster). A backend ``submit``s a unit and ``wait``s for the
 next one to finish; the local ones run one unit at a time (``capacity`` 1). Checkpoints of long
-units go to ``checkpoint_dir`` (default ``data/results/checkpoints/<study>``; on a cluster, a
-path every worker can reach).
+units go to ``<checkpoint_dir>/<study>`` (``checkpoint_dir`` or ``$EFFX_CHECKPOINT_DIR``; default
+``data/results/checkpoints``; on a cluster, a path every worker can reach).
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections import deque
+from pathlib import Path
 from dataclasses import dataclass, field
 
 from effx.errors import ParameterError
@@ -33,6 +35,7 @@ from effx.runner.progress import Progress
 from effx.study import FINAL, Record, Study, Unit
 
 BACKENDS = ("process", "inline", "ray")
+CHECKPOINT_ENV = "EFFX_CHECKPOINT_DIR"      # a checkpoint root every worker can reach
 
 
 @dataclass
@@ -120,7 +123,8 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
     queues: dict[str, deque[Unit]] = {}
     for u in todo:
         queues.setdefault(u.series, deque()).append(u)
-    checkpoints = checkpoint_dir or store.folder.parent / "checkpoints" / study.name
+    root = checkpoint_dir or os.environ.get(CHECKPOINT_ENV)
+    checkpoints = Path(root) / study.name if root else store.folder.parent / "checkpoints" / study.name
     output = store.folder / "logs" / f"{study.name}.log"       # the worker's own output
     engine = make_backend(backend, P, progress.note, address, str(output))
     inflight: dict[str, tuple[Unit, object]] = {}              # series -> (unit, handle)
