@@ -53,12 +53,12 @@ def choice(*allowed, default=REQUIRED, doc: str = "") -> Param:
     return Param(check, doc or f"one of {', '.join(map(repr, allowed))}", default)
 
 
-def choices(*allowed, default=REQUIRED, doc: str = "") -> Param:
+def choices(*allowed, default=REQUIRED, doc: str = "", allow_empty: bool = False) -> Param:
     """A non-empty list whose items are each one of `allowed` (a single string is a list of one)."""
     def check(name, value):
         if isinstance(value, str):
             value = [value]
-        if not isinstance(value, (list, tuple)) or not value:
+        if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
             raise ParameterError(name, value, f"a non-empty list of {', '.join(map(repr, allowed))}")
         bad = [v for v in value if v not in allowed]
         if bad:
@@ -88,23 +88,27 @@ def positive_number(doc: str = "", default=REQUIRED, maximum: float | None = Non
     return Param(check, doc, default)
 
 
-def _positive_list(name, value, integer: bool, maximum) -> list:
-    kind = "integers" if integer else "numbers"
+def _positive_list(name, value, integer: bool, maximum, allow_zero: bool = False) -> list:
+    kind = ("integers" if integer else "numbers") if not allow_zero else (
+        "integers >= 0" if integer else "numbers >= 0")
+    kind = kind if allow_zero else f"positive {kind}"
     if not isinstance(value, (list, tuple)) or not value:
-        raise ParameterError(name, value, f"a non-empty list of positive {kind}")
+        raise ParameterError(name, value, f"a non-empty list of {kind}")
     for v in value:
         ok = _is_int(v) if integer else _is_real(v)
-        if not ok or v <= 0:
-            raise ParameterError(name, v, f"positive {kind} (e.g. [128, 256, 512])",
+        if not ok or v < 0 or (v == 0 and not allow_zero):
+            raise ParameterError(name, v, f"{kind} (e.g. [128, 256, 512])",
                                  why=f"in list {list(value)!r}")
         if maximum is not None and v > maximum:
-            raise ParameterError(name, v, f"positive {kind} up to {maximum}")
+            raise ParameterError(name, v, f"{kind} up to {maximum}")
     return sorted(set(int(v) if integer else v for v in value))
 
 
-def positive_ints(doc: str = "", maximum: int | None = None, default=REQUIRED) -> Param:
-    """A non-empty list of positive integers, returned sorted and without duplicates."""
-    return Param(lambda name, value: _positive_list(name, value, True, maximum), doc, default)
+def positive_ints(doc: str = "", maximum: int | None = None, default=REQUIRED,
+                  allow_zero: bool = False) -> Param:
+    """A non-empty list of positive integers (or >= 0), returned sorted and without duplicates."""
+    return Param(lambda name, value: _positive_list(name, value, True, maximum, allow_zero), doc,
+                 default)
 
 
 def positive_numbers(doc: str = "", default=REQUIRED) -> Param:
@@ -131,6 +135,24 @@ def per_key(item: Param, doc: str = "", default=REQUIRED) -> Param:
         if isinstance(value, dict):
             return {str(k): item.check(f"{name}[{k!r}]", v) for k, v in value.items()}
         return item.check(name, value)
+    return Param(check, doc, default)
+
+
+def fraction(doc: str = "", default=REQUIRED) -> Param:
+    """A number in [0, 1]."""
+    def check(name, value):
+        if not _is_real(value) or not 0 <= value <= 1:
+            raise ParameterError(name, value, "a number from 0 to 1")
+        return float(value)
+    return Param(check, doc, default)
+
+
+def text(doc: str = "", default=REQUIRED) -> Param:
+    """A non-empty string (a name, a path, a hub id)."""
+    def check(name, value):
+        if not isinstance(value, str) or not value.strip():
+            raise ParameterError(name, value, "a non-empty text")
+        return value
     return Param(check, doc, default)
 
 

@@ -52,6 +52,8 @@ class Unit:
     series: units of one series run in order; an out-of-memory kill skips its later units.
     cost_s: rough estimate of its seconds, for the progress ETA and the GPU plan.
     gpus / cpus: resources one execution needs (the Ray backend reserves them).
+    after: ids of units that must be recorded before this one starts (a Transkimmer job waits for
+        its baseline's), whatever their series.
     """
     key: dict
     label: str
@@ -59,6 +61,7 @@ class Unit:
     cost_s: float = 1.0
     gpus: int = 0
     cpus: int = 1
+    after: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:

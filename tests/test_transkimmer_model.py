@@ -1,13 +1,19 @@
 """Transkimmer invariances on tiny random BERTs (float64): keep-all = plain encoder, removal =
-masking, straight-through gradients reach the predictors, analytic FLOPs = counted FLOPs."""
+masking, straight-through gradients reach the predictors (never through CLS), analytic FLOPs =
+counted FLOPs; top-k attention pruning keeps its k most-attended tokens at its FLOPs target;
+the fewer-layer cut is the first k layers."""
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertModel
 
 from effx.profiling import count_flops
+from effx.transkimmer.encoders import cut_layers
 from effx.transkimmer.flops import Dims, baseline_flops, skim_flops
-from effx.transkimmer.model import SkimBert
-from effx.transkimmer.removal import skim_forward_removed
+from effx.transkimmer.model import VARIANTS, SkimBert, bert_layer
+from effx.transkimmer.predictor import hard_gumbel_keep
+from effx.transkimmer.removal import received_attention, skim_forward_removed
+from effx.transkimmer.topk import flops_fraction, keep_counts, ratio_for_target, topk_forward
 
 
 def tiny_bert(seed=0, layers=3):
@@ -67,6 +73,9 @@ def test_removal_equals_masking(lengths):
     torch.testing.assert_close(removed.logits, masked.logits, rtol=0, atol=1e-10)
     kept = torch.stack([(k.bool() & real).sum(1) for k in masked.keep])
     assert torch.equal(removed.tokens_per_layer, kept)
+    keep = torch.stack(masked.keep).bool()                          # (L, B, T)
+    first_skim = torch.where(keep.all(0), len(keep), (~keep).int().argmax(0))
+    assert torch.equal(removed.dropped_at[real], first_skim[real])
     # batch 1 (no padding at all) gives the same per-example result
     for b, n in enumerate(lengths):
         one = skim_forward_removed(m, ids[b:b + 1, :n], mask[b:b + 1, :n], types[b:b + 1, :n])
@@ -121,3 +130,111 @@ def test_analytic_flops_match_counted_flops():
     assert counted_base == baseline_flops(23, dims)
     assert counted_tk == skim_flops(23, kept, dims)
     assert skim_flops(23, [23] * 4, dims) > baseline_flops(23, dims)   # predictors are not free
+
+
+def test_no_gradient_reaches_the_predictors_through_cls():
+    m = SkimBert(tiny_bert(), 2, skim=True).double().train()   # +5 bias: CLS decision is 1, a tie
+    ids, mask, types = batch()
+    out = m(ids, mask, types)
+    sum(k[:, 0].sum() for k in out.keep).backward()
+    grads = [p.grad for p in m.predictors.parameters()]
+    assert all(g is None or not g.any() for g in grads)
+
+
+def test_every_other_token_gets_the_full_straight_through_gradient():
+    m = skimming(tiny_bert()).train()
+    h = torch.randn(3, 9, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    grad_out = torch.randn(3, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(5)
+    d = m.decide(0, h)
+    (d * grad_out).sum().backward()
+    got = [p.grad.clone() for p in m.predictors[0].parameters()]
+    m.zero_grad()
+    torch.manual_seed(5)                                       # the same Gumbel noise
+    ref = hard_gumbel_keep(m.predictors[0](h), m.tau)
+    assert bool((ref[:, 1:] == 0).any()) and bool((ref[:, 1:] == 1).any())
+    assert torch.equal(d[:, 1:], ref[:, 1:]) and bool((d[:, 0] == 1).all())
+    (ref * torch.cat([torch.zeros(3, 1, dtype=torch.float64), grad_out[:, 1:]], 1)).sum().backward()
+    for g, p in zip(got, m.predictors[0].parameters()):
+        torch.testing.assert_close(g, p.grad, rtol=0, atol=0)
+
+
+def test_frozen_decisions_are_deterministic_and_give_predictors_no_gradient():
+    m = skimming(tiny_bert()).train()
+    m.frozen_decisions = True
+    for module in m.modules():                     # dropout off: only the decisions could vary
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    ids, mask, types = batch()
+    a, b = m(ids, mask, types), m(ids, mask, types)
+    assert all(torch.equal(x, y) for x, y in zip(a.keep, b.keep))
+    a.logits.sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in m.predictors.parameters())
+
+
+def test_fewer_layer_cut_is_the_first_k_layers():
+    full = tiny_bert(layers=4)
+    ids, mask, types = batch()
+    with torch.no_grad():
+        ref = full(ids, attention_mask=mask, token_type_ids=types,
+                   output_hidden_states=True).hidden_states[2]
+    cut = cut_layers(tiny_bert(layers=4), 2)
+    assert len(cut.encoder.layer) == 2 and cut.config.num_hidden_layers == 2
+    m = SkimBert(cut, 2, skim=False).double().eval()
+    with torch.no_grad():
+        out = m(ids, mask, types)
+    real = mask.bool()
+    torch.testing.assert_close(out.hidden[real], ref[real], rtol=0, atol=1e-12)
+    assert out.logits.shape == (3, 2)
+    with pytest.raises(ValueError, match="layers"):
+        cut_layers(tiny_bert(layers=4), 5)
+
+
+def test_topk_keeps_its_k_most_attended_tokens():
+    lengths = (23, 11, 5)
+    m = SkimBert(tiny_bert(layers=4), 2, skim=False).double().eval()
+    ids, mask, types = batch(lengths=lengths)
+    ratio, layers = 0.6, (1, 3)
+    out = topk_forward(m, ids, mask, types, ratio=ratio, prune_layers=layers)
+    for b, n in enumerate(lengths):
+        assert out.tokens_per_layer[:, b].tolist() == keep_counts(n, ratio, layers, 4)
+    store = {}
+    with torch.no_grad():                                     # layer 0 on everything: its scores
+        bert_layer(m.layers[0], m.embed(ids, types), mask.bool(), None, received_attention(store))
+    for b, n in enumerate(lengths):
+        k = keep_counts(n, ratio, layers, 4)[1]
+        score = store["received"][b, :n].clone()
+        score[0] = float("inf")
+        expected = set(torch.topk(score, k).indices.tolist())
+        assert set(torch.nonzero(out.dropped_at[b, :n] > 1)[:, 0].tolist()) == expected
+        one = topk_forward(m, ids[b:b + 1, :n], mask[b:b + 1, :n], types[b:b + 1, :n],
+                           ratio=ratio, prune_layers=layers)       # batch 1: the same result
+        torch.testing.assert_close(one.logits[0], out.logits[b], rtol=0, atol=1e-10)
+
+
+def test_topk_flops_match_the_target():
+    bert = tiny_bert(layers=4)
+    m = SkimBert(bert, 2, skim=False).double().eval()
+    dims, layers = Dims.of(bert.config, 2), (1, 2, 3)
+    rng = np.random.default_rng(0)
+    calibration = rng.integers(4, 60, 400)
+    ratio = ratio_for_target(calibration, 0.5, layers, dims)
+    assert flops_fraction(calibration, ratio, layers, dims) == pytest.approx(0.5, abs=0.01)
+    lengths = rng.integers(4, 60, 24)                          # other examples, same distribution
+    T = int(lengths.max())
+    ids = torch.randint(1, 61, (len(lengths), T), generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(T)[None] < torch.as_tensor(lengths)[:, None]).long()
+    out = topk_forward(m, ids * mask, mask, None, ratio=ratio, prune_layers=layers)
+    method = sum(skim_flops(int(n), out.tokens_per_layer[:, b].tolist(), dims, predictors=False)
+                 for b, n in enumerate(lengths))
+    assert method / sum(baseline_flops(int(n), dims) for n in lengths) == pytest.approx(0.5, abs=0.05)
+    one = ids[:1, :int(lengths[0])]
+    with torch.no_grad():
+        counted = count_flops(lambda: topk_forward(m, one, None, None, ratio=ratio, prune_layers=layers))[0]
+    assert counted == skim_flops(int(lengths[0]), keep_counts(int(lengths[0]), ratio, layers, 4),
+                                 dims, predictors=False)
+
+
+def test_job_variants_are_the_model_variants():
+    from effx.transkimmer.jobs import VARIANTS as JOB_VARIANTS
+    assert set(JOB_VARIANTS) == set(VARIANTS)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from effx.errors import ParameterError
+from effx.errors import MissingData, ParameterError
 from effx.provenance import REPO_ROOT
 
 ENV_VAR = "EFFX_GLUE_DIR"
@@ -92,9 +92,9 @@ def glue_dir() -> Path:
     for path in _default_dirs():
         if path.is_dir():
             return path
-    looked = ", ".join(str(p) for p in _default_dirs())
-    raise ParameterError(ENV_VAR, None, "a folder holding <TASK>/{train,dev}.tsv",
-                         why=f"not set, and no GLUE folder at {looked}")
+    raise MissingData("GLUE", [f"${ENV_VAR} (not set)", *_default_dirs()],
+                      f"set {ENV_VAR} to a folder holding <TASK>/{{train,dev}}.tsv (the official "
+                      "GLUE files), or use effx.data.glue.load_glue_hf online")
 
 
 def _root(given: str | Path | None) -> Path:

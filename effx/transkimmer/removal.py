@@ -1,12 +1,15 @@
-"""Gather-based Transkimmer inference: skimmed tokens are removed, so they cost nothing.
+"""Inference with dropped tokens gathered away, so that they cost nothing.
 
 The masked computation (``model.SkimBert.forward``) still runs every layer over every token and
-only *masks* skimmed ones. Here, after each predictor, the surviving tokens of every sequence are
-gathered to the front (order preserved, CLS stays at position 0) and the batch is re-padded to the
-largest number of survivors in the batch; padded slots are masked out of attention. A skimmed
-token's state is written once, at the position it came from, into the output buffer: the result
-equals the masked computation of the ``fixed`` variant (tested). At batch 1 there is no padding at
-all and attention runs unmasked on the survivors.
+only *masks* skimmed ones. ``gathered_forward`` instead asks a selection rule, before each layer,
+which tokens go on; the survivors of every sequence are gathered to the front (order preserved,
+CLS stays at position 0) and the batch is re-padded to the largest number of survivors in the
+batch; padded slots are masked out of attention. A dropped token's state is written once, at the
+position it came from, into the output buffer. At batch 1 there is no padding at all.
+
+Two rules use it: Transkimmer's predictors (``skim_forward_removed``; equals the masked
+computation of the ``fixed`` variant, tested) and top-k attention pruning (``topk.py``), which
+needs the attention each token received in the previous layer (``received``).
 
 For the ``paper`` variant, removal is *not* the trained function: that variant's softmax still
 spans skimmed keys (probabilities multiplied by the mask, not renormalised), which removal cannot
@@ -15,10 +18,12 @@ reproduce without computing the skimmed keys; removal then runs the renormalised
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
-from effx.transkimmer.model import SkimBert, bert_layer, sdpa_attention
+from effx.transkimmer.model import SkimBert, _probs, bert_layer, sdpa_attention
 from effx.transkimmer.predictor import argmax_keep
 
 
@@ -28,6 +33,13 @@ class RemovalOutput:
     hidden: torch.Tensor                # (B, T, d): final state of every token, original order
     tokens_per_layer: torch.Tensor      # (L, B): real tokens each layer computed
     width_per_layer: list[int]          # padded width each layer actually ran at (batch cost)
+    dropped_at: torch.Tensor            # (B, T): first layer that no longer computed each token
+                                        # (L: computed by every layer; pads: 0)
+
+
+# select(layer index, h (B, T', d), alive (B, T') bool, original lengths (B,),
+#        received (B, T') | None) -> keep (B, T') bool, or None to keep every alive token
+Select = Callable[..., "torch.Tensor | None"]
 
 
 def _write(out, h, pos, rows):
@@ -36,25 +48,40 @@ def _write(out, h, pos, rows):
     out[b, pos[b, j]] = h[b, j]
 
 
+def received_attention(store: dict):
+    """An attention function (model.py signature) that also stores, in store['received'], the
+    attention each key received: mean over heads of the sum over valid queries, (B, T)."""
+    def attention(q, k, v, valid, keep=None, dropout_p=0.0):
+        p = _probs(q, k, valid)                                           # (B, H, T, T)
+        rows = p if valid is None else p * valid[:, None, :, None]
+        store["received"] = rows.sum(2).mean(1)
+        return F.dropout(p, dropout_p, training=dropout_p > 0) @ v
+    return attention
+
+
 @torch.no_grad()
-def skim_forward_removed(model: SkimBert, input_ids, attention_mask=None,
-                         token_type_ids=None, skim: bool | None = None) -> RemovalOutput:
-    """Evaluation forward with real token removal (argmax decisions). Shapes as ``SkimBert``;
-    ``skim=False`` runs the plain encoder through the same code (the baseline)."""
-    skim = model.skim if skim is None else skim and model.skim
+def gathered_forward(model: SkimBert, input_ids, attention_mask=None, token_type_ids=None,
+                     select: Select | None = None, needs_received=frozenset()) -> RemovalOutput:
+    """Evaluation forward where `select` drops tokens before each layer (None: plain encoder).
+    needs_received: layer indices whose `select` reads the previous layer's received attention."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
-    alive = attention_mask.bool()                                   # (B, T') slot holds a kept token
+    alive = attention_mask.bool()                                   # (B, T') slot holds a live token
+    lengths = alive.sum(1)
     h = model.embed(input_ids, token_type_ids)                      # (B, T', d) packed states
     out = h.clone()                                                 # pads keep their embedding
     B, T, _ = h.shape
     pos = torch.arange(T, device=h.device).expand(B, T)             # original position of each slot
-    counts, widths = [], []
+    counts, widths, store = [], [], {}
+    dropped_at = torch.where(alive, len(model.layers), 0)
     for i, layer in enumerate(model.layers):
-        if skim:
-            d = argmax_keep(model.predictors[i](h)).bool()
+        d = None if select is None else select(i, h, alive, lengths, store.get("received"))
+        if d is not None:
+            d = d.clone()
             d[:, 0] = True                                          # CLS (slot 0 stays CLS)
-            _write(out, h, pos, alive & ~d)                         # skimmed now: frozen output
+            _write(out, h, pos, alive & ~d)                         # dropped now: frozen output
+            gone = (alive & ~d).nonzero(as_tuple=True)
+            dropped_at[gone[0], pos[gone]] = i
             alive = alive & d
             width = int(alive.sum(1).max())
             if width < h.shape[1]:
@@ -64,6 +91,21 @@ def skim_forward_removed(model: SkimBert, input_ids, attention_mask=None,
                 pos, alive = torch.gather(pos, 1, order), torch.gather(alive, 1, order)
         counts.append(alive.sum(1))
         widths.append(h.shape[1])
-        h = bert_layer(layer, h, alive, None, sdpa_attention)
+        store.clear()
+        attention = received_attention(store) if i + 1 in needs_received else sdpa_attention
+        h = bert_layer(layer, h, alive, None, attention)
     _write(out, h, pos, alive)
-    return RemovalOutput(model.head(out), out, torch.stack(counts), widths)
+    return RemovalOutput(model.head(out), out, torch.stack(counts), widths, dropped_at)
+
+
+@torch.no_grad()
+def skim_forward_removed(model: SkimBert, input_ids, attention_mask=None,
+                         token_type_ids=None, skim: bool | None = None) -> RemovalOutput:
+    """Transkimmer inference with real token removal (argmax decisions). Shapes as ``SkimBert``;
+    ``skim=False`` runs the plain encoder through the same code (the baseline)."""
+    skim = model.skim if skim is None else skim and model.skim
+
+    def predictors(i, h, alive, lengths, received):
+        return argmax_keep(model.predictors[i](h)).bool()
+    return gathered_forward(model, input_ids, attention_mask, token_type_ids,
+                            predictors if skim else None)

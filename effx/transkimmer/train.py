@@ -1,149 +1,213 @@
-"""Fine-tuning a (skimming) encoder on one GLUE task: tokenisation, dynamic padding, training.
+"""One training stage of a (skimming) encoder on a GLUE task, resumable and deterministic.
 
-Batches are padded only to their own longest sequence (dynamic padding), both in training and
-evaluation, so the baseline is never charged for padding it does not need. Seeds are fixed
-(data order, dropout, Gumbel noise, new heads); results repeat on one machine and thread count.
-Loss: task loss (cross-entropy, or MSE for STS-B) + lambda * kept-token fraction (Transkimmer's
-skim loss, see ``model.SkimBert``).
+A ``Stage`` is the whole optimisation recipe of one stage: 1 = fine-tuning from the pre-trained
+encoder, 2 = what follows it (Transkimmer, or the baseline trained on for the same budget).
+``train_stage`` runs it with periodic checkpoints (model, optimizer, scheduler, RNG state, step,
+history) written atomically, and resumes from the last one: a stage stopped at any point and
+resumed ends with exactly the weights of a stage run straight through (same machine and thread
+count), because batches are a function of (seed, stage, epoch) and the torch RNG (dropout, Gumbel
+noise) is restored with the step.
+
+Loss = task loss (or (1 - a) task + a distillation from the baseline's logits) + lambda x skim
+fraction (see ``loss.py``). An optional last phase (``frozen_epochs``) freezes the skim decisions,
+as learned token pruning does: argmax decisions, predictors no longer trained, no skim loss.
 """
 from __future__ import annotations
 
 import math
-import random
-import sys
-from dataclasses import dataclass
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
+from effx.transkimmer.data import Encoded, collate, encode, epoch_batches  # noqa: F401 (re-export)
+from effx.transkimmer.loss import distill_loss, task_loss
 from effx.transkimmer.model import SkimBert
 
 
-@dataclass
-class TrainConfig:
-    epochs: float = 1.0            # may be fractional: a fraction of one shuffled pass
-    batch_size: int = 32
-    lr: float = 5e-5               # encoder and head
-    predictor_lr: float = 1e-4     # skim predictors (short CPU budgets: see the chapter)
-    weight_decay: float = 0.01
-    warmup: float = 0.06           # fraction of steps with linear warm-up, then linear decay
-    skim_lambda: float = 0.0
+@dataclass(frozen=True)
+class Stage:
+    index: int                    # 1: from pre-trained; 2: the stage after it (seeds the batches)
+    epochs: float                 # may be fractional: a prefix of the last shuffled pass
+    lr: float                     # encoder and head
     seed: int = 0
-    freeze_word_embeddings: bool = True   # 11.7M of MiniLM's 22.7M weights: halves the Adam work
+    batch_size: int = 32
+    bucketed: bool = True         # batches of similar lengths (data.bucketed_batches)
+    weight_decay: float = 0.01    # not on biases and LayerNorm weights
+    warmup: float = 0.06          # fraction of steps of linear warm-up, then linear decay to 0
+    predictor_lr: float = 0.0
+    skim_lambda: float = 0.0
+    distill: float = 0.0          # weight a of the distillation loss (0: none)
+    distill_temperature: float = 1.0
+    frozen_epochs: float = 0.0    # last phase with skim decisions frozen
+    freeze_word_embeddings: bool = True
+    clip: float = 1.0             # gradient norm clipping
+
+    def batches(self, lengths) -> list[list[int]]:
+        """Every step's batch: a fresh order per epoch, seeded by (seed, stage, epoch)."""
+        per_epoch = math.ceil(len(lengths) / self.batch_size)
+        steps = max(1, round(self.epochs * per_epoch))
+        out = []
+        for epoch in range(math.ceil(steps / per_epoch)):
+            out += epoch_batches(lengths, self.batch_size, self.seed, self.index, epoch, self.bucketed)
+        return out[:steps]
+
+    def frozen_from(self, steps: int, n: int) -> int:
+        """First step of the frozen-decision phase (= steps when there is none)."""
+        frozen = round(self.frozen_epochs * math.ceil(n / self.batch_size))
+        return max(0, steps - frozen)
+
+    def torch_seed(self) -> int:
+        return int(np.random.SeedSequence([self.seed, self.index]).generate_state(1)[0])
 
 
-@dataclass
-class Encoded:
-    """A tokenised split: ragged token lists (no padding) and labels."""
-    input_ids: list[list[int]]
-    token_type_ids: list[list[int]]
-    labels: np.ndarray
-    pad_id: int
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.array([len(x) for x in self.input_ids])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+def _optimizer(model: SkimBert, stage: Stage) -> torch.optim.Optimizer:
+    """AdamW over every weight but (optionally) the word embeddings; predictors always included
+    (a frozen predictor has no gradient, which AdamW skips), so the groups never change."""
+    word = model.bert.embeddings.word_embeddings.weight
+    word.requires_grad_(not stage.freeze_word_embeddings)
+    groups = {(p_, d): [] for p_ in (False, True) for d in (False, True)}
+    for name, p in model.named_parameters():
+        if p is word and stage.freeze_word_embeddings:
+            continue
+        no_decay = name.endswith("bias") or "LayerNorm" in name or ".norm_" in name
+        groups[(name.startswith("predictors."), not no_decay)].append(p)
+    out = []
+    for (pred, decay), params in groups.items():
+        if params:
+            out.append({"params": params, "lr": stage.predictor_lr if pred else stage.lr,
+                        "weight_decay": stage.weight_decay if decay else 0.0})
+    return torch.optim.AdamW(out)
 
 
-def encode(tokenizer, frame: pd.DataFrame, max_length: int = 128) -> Encoded:
-    """Tokenise a GLUE frame (sentence1, sentence2 or None, label), truncating to max_length."""
-    s1 = frame["sentence1"].tolist()
-    pair = frame["sentence2"].notna().any()
-    s2 = frame["sentence2"].tolist() if pair else None
-    enc = tokenizer(s1, s2, truncation=True, max_length=max_length)
-    types = enc.get("token_type_ids") or [[0] * len(x) for x in enc["input_ids"]]
-    return Encoded(enc["input_ids"], types, frame["label"].to_numpy(), tokenizer.pad_token_id or 0)
-
-
-def collate(data: Encoded, index, device="cpu", pad_to: int | None = None) -> dict:
-    """Batch of examples `index`, padded to the longest of them (or to `pad_to`)."""
-    index = list(index)
-    width = max(len(data.input_ids[i]) for i in index)
-    width = max(width, pad_to or 0)
-    ids = torch.full((len(index), width), data.pad_id, dtype=torch.long)
-    types = torch.zeros((len(index), width), dtype=torch.long)
-    mask = torch.zeros((len(index), width), dtype=torch.long)
-    for row, i in enumerate(index):
-        n = len(data.input_ids[i])
-        ids[row, :n] = torch.tensor(data.input_ids[i])
-        types[row, :n] = torch.tensor(data.token_type_ids[i])
-        mask[row, :n] = 1
-    labels = torch.as_tensor(data.labels[index])
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-            "token_type_ids": types.to(device), "labels": labels.to(device)}
-
-
-def batch_indices(n: int, batch_size: int, shuffle: bool = False, seed: int = 0,
-                  limit: int | None = None) -> list[list[int]]:
-    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
-    if limit is not None:
-        order = order[:limit]
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-
-
-def task_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    if logits.shape[-1] == 1:                                     # regression (STS-B)
-        return F.mse_loss(logits[:, 0], labels.to(logits.dtype))
-    return F.cross_entropy(logits, labels)
-
-
-def _optimizer(model: SkimBert, cfg: TrainConfig) -> torch.optim.Optimizer:
-    model.bert.embeddings.word_embeddings.weight.requires_grad_(not cfg.freeze_word_embeddings)
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    pred = [p for n, p in trainable if n.startswith("predictors.")]
-    rest = [p for n, p in trainable if not n.startswith("predictors.")]
-    groups = [{"params": rest, "lr": cfg.lr}]
-    if pred:
-        groups.append({"params": pred, "lr": cfg.predictor_lr})
-    return torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-
-
-def train(model: SkimBert, data: Encoded, cfg: TrainConfig, device="cpu",
-          desc: str = "train") -> dict:
-    """Fine-tune in place; returns per-step history (loss, task loss, kept fraction)."""
-    seed_everything(cfg.seed)
-    model.to(device).train()
-    per_epoch = math.ceil(len(data) / cfg.batch_size)
-    steps = max(1, round(cfg.epochs * per_epoch))
-    batches = []
-    for epoch in range(math.ceil(cfg.epochs)):
-        batches += batch_indices(len(data), cfg.batch_size, shuffle=True, seed=cfg.seed + epoch)
-    batches = batches[:steps]
-    opt = _optimizer(model, cfg)
-    warm = max(1, int(cfg.warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
+def _schedule(opt, steps: int, warmup: float):
+    warm = max(1, int(warmup * steps))
+    return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(1, steps - warm))))
-    hist = {"loss": [], "task_loss": [], "kept": []}
-    bar = tqdm(batches, desc=desc, file=sys.stderr, mininterval=15, leave=False)
-    for index in bar:
+
+
+def save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file, fsync, rename: an interrupted save leaves the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _kept_per_layer(out, valid: torch.Tensor) -> list[float]:
+    n = valid.sum()
+    return [float((k.detach() * valid).sum() / n) for k in out.keep]
+
+
+def _eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def _set_frozen(model: SkimBert, frozen: bool) -> None:
+    if model.skim:
+        model.frozen_decisions = frozen
+        for p in model.predictors.parameters():
+            p.requires_grad_(not frozen)
+
+
+def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Path | None = None,
+                teacher: torch.Tensor | None = None, device="cpu", label: str = "train",
+                log: Callable[[str], None] = print, log_every_s: float = 10.0,
+                checkpoint_every_s: float = 180.0, curve_every: int = 10,
+                on_step: Callable[[int], None] | None = None) -> dict:
+    """Train `model` in place for one stage; returns its history (curves every `curve_every`
+    steps: loss, task loss, kept fraction of real tokens, per layer too; steps; train_s).
+
+    teacher: (N, C) logits of the baseline on `data`, for distillation. state_path: where the
+    resumable state lives (resumed from when present; left in place, the caller removes it once
+    the stage's result is saved). on_step(step) runs after each step (tests use it to interrupt)."""
+    model.to(device).train()
+    batches = stage.batches(data.lengths)
+    steps, frozen_at = len(batches), stage.frozen_from(len(batches), len(data))
+    torch.manual_seed(stage.torch_seed())
+    _set_frozen(model, False)
+    opt = _optimizer(model, stage)
+    _set_frozen(model, frozen_at == 0)
+    sched = _schedule(opt, steps, stage.warmup)
+    hist = {"step": [], "loss": [], "task_loss": [], "kept": [], "kept_per_layer": [], "lr": [],
+            "resumed_at": []}
+    start, elapsed, acc = 0, 0.0, []
+    if state_path is not None and Path(state_path).exists():
+        state = torch.load(state_path, map_location=device, weights_only=False)
+        if state["stage"] != asdict(stage):
+            raise RuntimeError(f"{state_path} holds another stage's state: {state['stage']}")
+        model.load_state_dict(state["model"])
+        _set_frozen(model, state["step"] >= frozen_at)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        start, elapsed, hist, acc = state["step"], state["elapsed_s"], state["history"], state["acc"]
+        hist["resumed_at"].append(start)
+        log(f"{label}: resuming at step {start}/{steps}")
+    t_run = t_log = t_ckpt = time.perf_counter()
+    for step in range(start, steps):
+        if step == frozen_at and step > 0:
+            _set_frozen(model, True)
+        index = batches[step]
         b = collate(data, index, device)
+        valid = b["attention_mask"].to(torch.float32)
         out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
         tl = task_loss(out.logits, b["labels"])
-        loss = tl + cfg.skim_lambda * out.skim_fraction if model.skim else tl
+        loss = tl
+        if teacher is not None and stage.distill > 0:
+            kd = distill_loss(out.logits, teacher[index].to(device), stage.distill_temperature)
+            loss = (1 - stage.distill) * tl + stage.distill * kd
+        if model.skim and not model.frozen_decisions and stage.skim_lambda:
+            loss = loss + stage.skim_lambda * out.skim_fraction
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], stage.clip)
         opt.step()
         sched.step()
-        hist["loss"].append(loss.item())
-        hist["task_loss"].append(tl.item())
-        hist["kept"].append(out.skim_fraction.item() if model.skim else 1.0)
-        if not math.isfinite(hist["loss"][-1]):
-            raise FloatingPointError(f"{desc}: loss is {hist['loss'][-1]} at step {len(hist['loss'])}")
-        bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", kept=f"{hist['kept'][-1]:.2f}", refresh=False)
-    bar.close()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"{label}: loss is {loss.item()} at step {step + 1}")
+        layers = _kept_per_layer(out, valid) if model.skim else [1.0] * len(model.layers)
+        acc.append((loss.item(), tl.item(), layers))
+        done = step + 1
+        if len(acc) == curve_every or done == steps:
+            hist["step"].append(done)
+            hist["loss"].append(float(np.mean([a[0] for a in acc])))
+            hist["task_loss"].append(float(np.mean([a[1] for a in acc])))
+            per_layer = np.mean([a[2] for a in acc], axis=0)
+            hist["kept_per_layer"].append(per_layer.tolist())
+            hist["kept"].append(float(per_layer.mean()))
+            hist["lr"].append(float(sched.get_last_lr()[0]))
+            acc = []
+        now = time.perf_counter()
+        if state_path is not None and done < steps and now - t_ckpt >= checkpoint_every_s:
+            save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "step": done, "stage": asdict(stage),
+                         "acc": acc,
+                         "torch_rng": torch.get_rng_state(),
+                         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                         "history": hist, "elapsed_s": elapsed + now - t_run}, Path(state_path))
+            t_ckpt = time.perf_counter()
+        if now - t_log >= log_every_s or done == steps:
+            rate = (now - t_run) / (done - start)
+            log(f"{label}: step {done}/{steps} ({steps - done} left), {rate:.2f} s/step, "
+                f"ETA {_eta(rate * (steps - done))}, loss {loss.item():.3f}, "
+                f"kept {float(np.mean(layers)):.2f}")
+            t_log = now
+        if on_step is not None:
+            on_step(done)
+    _set_frozen(model, False)
     model.eval()
     hist["steps"] = steps
+    hist["train_s"] = elapsed + time.perf_counter() - t_run
     return hist

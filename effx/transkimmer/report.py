@@ -1,0 +1,283 @@
+"""Analysis of Transkimmer study results: from the tidy records to the chapter's tables and text.
+
+Input: the tidy results table (one row per (job, metric): the columns of ``Job.key()``, ``metric``,
+``value``, ``status``, ``info_*``), e.g. ``ResultStore.table()``. Records of other protocols
+(``jobs.PROTOCOL``) are ignored. Every comparison is made within one seed: Transkimmer against the
+baseline trained on for the same budget (``baseline_continued``) when it exists, top-k pruning
+and fewer layers against the once-trained baseline; ``seed_summary`` then gives means over seeds
+with 95% t-intervals, beside the dev set's own sampling error (binomial, for accuracy).
+
+The paper's claim that can be checked is its average: 10.97x FLOPs speedup over GLUE for < 1%
+accuracy loss (BERT-base, batch 1, FLOPs counted with skimmed tokens removed, padded baseline).
+Its per-task table is unverified (RESEARCH.md, section 2): it is never quoted beside ours.
+"""
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from effx.transkimmer.jobs import PROTOCOL, Job
+
+PAPER_MEAN_SPEEDUP = 10.97          # GLUE average, FLOPs (Guan et al. 2022, abstract)
+PAPER_MAX_LOSS_PCT = 1.0            # "< 1% accuracy loss"
+PAPER_PER_TASK_NOTE = ("The paper's per-task numbers are not quoted: they could not be verified "
+                       "(only the 10.97x average and the < 1% loss are).")
+TARGET = {"max_delta": -1.0, "flops_speedup": 3.0, "wall_over_flops": 0.6, "wall_speedup": 1.0}
+
+
+def main_metric(task: str) -> str:
+    from effx.data.glue import task_spec
+    return task_spec(task).metrics[0]
+
+
+@functools.lru_cache(maxsize=None)          # reads the task's TSVs: once per task and subset
+def majority_metric(task: str, dev_subset: int = 0) -> float:
+    """Main dev metric of always predicting the majority training class (0 for regression)."""
+    from effx.data.glue import glue_metric, load_glue, task_spec
+    if task_spec(task).is_regression:
+        return 0.0
+    train, dev = load_glue(task, "train"), load_glue(task, "dev")
+    if dev_subset and len(dev) > dev_subset:        # the sample of data.load_split
+        dev = dev.sample(n=dev_subset, random_state=0).reset_index(drop=True)
+    label = train["label"].mode().iloc[0]
+    return glue_metric(task, np.full(len(dev), label), dev["label"].to_numpy())[main_metric(task)]
+
+
+def _id(key: dict) -> str:
+    return json.dumps(key, sort_keys=True)
+
+
+def jobs_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per job of this protocol with status 'ok': 'job' (the Job), 'id', one column per
+    metric, and the info columns."""
+    if table.empty or "protocol" not in table:
+        return pd.DataFrame()
+    ok = table[(table.status == "ok") & (table.protocol == PROTOCOL)]
+    rows = {}
+    for _, r in ok.iterrows():
+        job = Job.from_key(r.dropna().to_dict())
+        row = rows.setdefault(_id(job.key()), {"job": job, "id": _id(job.key()), **job.key()})
+        if pd.notna(r.get("metric")):
+            row[r.metric] = r.value
+        row.update({k: v for k, v in r.items() if str(k).startswith("info_") and _present(v)})
+    return pd.DataFrame(list(rows.values()))
+
+
+def _present(v) -> bool:
+    return not (v is None or (isinstance(v, float) and np.isnan(v)))
+
+
+def setting(job: Job) -> str:
+    """Short text naming what distinguishes a job within its task and seed."""
+    if job.method == "transkimmer":
+        extra = "".join([f" {job.variant}" if job.variant != "fixed" else "",
+                         f" distill {job.distill:g}" if job.distill else "",
+                         f" frozen {job.frozen_epochs:g} ep" if job.frozen_epochs else "",
+                         " from pre-trained" if job.init == "pretrained" else ""])
+        return f"lambda {job.skim_lambda:g}{extra}"
+    return {"baseline": "baseline", "baseline_continued": f"baseline +{job.skim_epochs:g} ep",
+            "fewer_layers": f"{job.layers} layers",
+            "topk_pruning": f"top-k {job.flops_target:.0%} FLOPs"}[job.method]
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per job: its main metric (x100) against its references (x100, same seed), the
+    dev set's binomial standard error of accuracy (tasks scored by accuracy or F1 + accuracy),
+    FLOPs and wall-clock speedups over the unpadded baseline (1 for the plain encoder itself),
+    kept fraction, and what padding alone would have shown."""
+    wide = jobs_frame(table)
+    if wide.empty:
+        return pd.DataFrame()
+    by_id = wide.set_index("id")
+    get = lambda row, k: row[k] if row is not None and k in row and _present(row[k]) else np.nan  # noqa: E731
+    rows = []
+    for _, r in wide.iterrows():
+        job, m = r.job, main_metric(r.task)
+        base_id = _id(job.with_method("baseline").key())
+        base = by_id.loc[base_id] if base_id in by_id.index else None
+        equal = None
+        if job.method == "transkimmer":
+            eq_id = _id(job.with_method("baseline_continued").key())
+            equal = by_id.loc[eq_id] if eq_id in by_id.index else None
+        ref = r if job.method == "baseline" else (equal if equal is not None else base)
+        keeps = [c for c in r.index if str(c).startswith("keep_l") and _present(r[c])]
+        n, p, acc = get(r, "info_dev_examples"), get(r, m), get(r, "accuracy")
+        plain = job.method in ("baseline", "baseline_continued")
+        rows.append({
+            "task": r.task, "method": job.method, "setting": setting(job), "seed": job.seed,
+            "group": _id({k: v for k, v in job.key().items() if k != "seed"}),
+            "metric": m, "value": 100 * p, "baseline": 100 * get(base, m),
+            "equal_budget": 100 * get(equal, m), "reference": 100 * get(ref, m),
+            "delta": 100 * (p - get(ref, m)),
+            "dev_n": n, "dev_se": 100 * np.sqrt(acc * (1 - acc) / n),   # of accuracy (NaN: none)
+            "majority": 100 * majority_metric(r.task, job.dev_subset),
+            "kept": float(np.mean([r[c] for c in keeps])) if keeps else 1.0,
+            "flops_speedup": get(r, "flops_reference") / get(r, "flops_method"),
+            "counted_flops_speedup": get(r, "counted_flops_reference") / get(r, "counted_flops_method"),
+            "wall_b1": 1.0 if plain else get(r, "speedup_b1"),
+            "wall_b32": 1.0 if plain else get(r, "speedup_b32"),
+            "wall_random_b32": 1.0 if plain else get(r, "speedup_random_b32"),
+            "padding_flops": get(r, f"flops_pad{job.max_length}") / get(r, "flops_reference"),
+            "padding_flops_random_b32": get(r, "flops_random_b32") / get(r, "flops_reference"),
+            "padding_wall_b32": get(base, f"padding_pad{job.max_length}_b32"),
+            "padding_wall_random_b32": get(base, "padding_random_b32"),
+            "masked_value": 100 * get(r, f"masked_{m}"),
+            "epochs": job.epochs + (job.skim_epochs if job.method in
+                                    ("transkimmer", "baseline_continued") else 0.0),
+            "skim_lambda": job.skim_lambda if job.method == "transkimmer" else np.nan,
+            "variant": job.variant if job.method == "transkimmer" else "",
+            "lambda_official": get(r, "info_lambda_official_equivalent"),
+        })
+    out = pd.DataFrame(rows)
+    out["learned"] = out.baseline > out.majority + 1.0
+    out["wall_over_flops"] = out.wall_b32 / out.flops_speedup
+    return out
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width of the t-interval); half-width NaN with fewer than 2 values."""
+    v = np.asarray([x for x in values if _present(x)], dtype=float)
+    if len(v) == 0:
+        return np.nan, np.nan
+    if len(v) < 2:
+        return float(v.mean()), np.nan
+    half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+SEED_COLUMNS = ("value", "delta", "baseline", "reference", "flops_speedup", "wall_b1", "wall_b32",
+                "wall_random_b32", "kept")
+
+
+def seed_summary(summ: pd.DataFrame) -> pd.DataFrame:
+    """One row per setting: means over seeds and 95% t-interval half-widths ('<col>_ci') of the
+    metric, its change against the reference, speedups and kept fraction; 'seeds'; 'dev_se'
+    (the dev set's own sampling error of one run, accuracy only); 'has_equal_budget' (False: a
+    Transkimmer delta is against the once-trained baseline, flattered by its extra training)."""
+    if summ.empty:
+        return summ
+    rows = []
+    for _, g in summ.groupby("group", sort=False):
+        first = g.iloc[0]
+        row = {k: first[k] for k in ("task", "method", "setting", "metric", "variant", "skim_lambda",
+                                     "epochs", "majority", "padding_flops", "padding_wall_b32",
+                                     "padding_flops_random_b32", "padding_wall_random_b32",
+                                     "lambda_official")}
+        row.update(seeds=len(g), dev_se=float(g.dev_se.mean()), learned=bool(g.learned.all()),
+                   has_equal_budget=bool(g.equal_budget.notna().all()))
+        for c in SEED_COLUMNS:
+            row[c], row[f"{c}_ci"] = t_interval(g[c])
+        row["wall_over_flops"] = row["wall_b32"] / row["flops_speedup"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def headline(seeds: pd.DataFrame) -> pd.DataFrame:
+    """One Transkimmer setting per (task, variant), at the task's largest budget, among tasks whose
+    baseline learned: the largest FLOPs speedup within 1 point of its reference, else the
+    setting closest to it."""
+    tk = seeds[(seeds.method == "transkimmer") & seeds.learned] if len(seeds) else seeds
+    if tk.empty:
+        return tk
+    tk = tk[tk.epochs == tk.groupby("task").epochs.transform("max")]
+    rows = []
+    for _, g in tk.groupby(["task", "variant"], sort=False):
+        ok = g[g.delta >= TARGET["max_delta"]]
+        rows.append(ok.loc[ok.flops_speedup.idxmax()] if len(ok) else g.loc[g.delta.idxmax()])
+    return pd.DataFrame(rows, columns=tk.columns).reset_index(drop=True)
+
+
+def target_verdict(head: pd.DataFrame) -> str:
+    """The issue's SST-2 target, checked (markdown): within 1 point of the equal-budget baseline,
+    >= 3x FLOPs, and a *real* batch-32 wall-clock speedup (> 1x) that is >= 0.6 of the FLOPs one."""
+    r = head[(head.task == "SST-2") & (head.variant == "fixed")] if len(head) else head
+    if r.empty:
+        return "No SST-2 result with the fixed variant yet: the target cannot be checked."
+    r = r.iloc[0]
+    acc = r.delta >= TARGET["max_delta"]
+    flops = r.flops_speedup >= TARGET["flops_speedup"]
+    wall = r.wall_b32 > TARGET["wall_speedup"] and r.wall_over_flops >= TARGET["wall_over_flops"]
+
+    def ci(c):
+        return f" (+/- {r[c + '_ci']:.2f} over {r.seeds} seeds)" if _present(r[c + "_ci"]) else ""
+
+    def met(ok):
+        return "met" if ok else "not met"
+    return " ".join([
+        f"SST-2, fixed variant, {r.setting}: {r.metric} {r.value:.1f} vs {r.reference:.1f} for its "
+        f"reference ({r.delta:+.1f} points{ci('delta')}; dev-set standard error {r.dev_se:.1f}; "
+        f"target: no worse than -1): {met(acc)}.",
+        f"FLOPs speedup {r.flops_speedup:.2f}x over the unpadded baseline (target >= 3x): {met(flops)}.",
+        f"Batch-32 wall-clock speedup {r.wall_b32:.2f}x{ci('wall_b32')} against length-sorted "
+        f"batches, {r.wall_over_flops:.2f} of the FLOPs speedup (target: a real speedup, > 1x, "
+        f"and >= 0.6 of the FLOPs one): {met(wall)}.",
+        f"Batch-1 wall-clock speedup {r.wall_b1:.2f}x.",
+        f"Target {'met' if acc and flops and wall else 'not met'}."])
+
+
+def paper_table(head: pd.DataFrame) -> pd.DataFrame:
+    """The paper's table format for our numbers: task, metric, baseline, Transkimmer, FLOPs speedup,
+    padding-alone speedup (the unpadded baseline padded to max_length, as a padded comparison
+    would count it). The paper's per-task columns stay empty: unverified (PAPER_PER_TASK_NOTE)."""
+    cols = ["task", "metric", "reference", "value", "flops_speedup", "padding_flops"]
+    out = head[cols].rename(columns={"reference": "baseline", "value": "transkimmer",
+                                     "padding_flops": "padding_alone_speedup"}).copy()
+    out["paper_transkimmer"] = np.nan
+    out["paper_speedup"] = np.nan
+    return out.reset_index(drop=True)
+
+
+def paper_comparison(head: pd.DataFrame, seeds: pd.DataFrame | None = None) -> str:
+    """Our tasks against the paper's verifiable claim (markdown), naming the tasks left out."""
+    f = head[head.variant == "fixed"] if len(head) else head
+    skipped = []
+    if seeds is not None and len(seeds):
+        tk = seeds[seeds.method == "transkimmer"]
+        skipped = sorted(set(tk.task) - set(tk.task[tk.learned]))
+    left_out = (f" Left out: {', '.join(skipped)}, whose baseline did not beat the majority-class "
+                "predictor." if skipped else "")
+    if f.empty:
+        return "No task whose baseline learned it has a Transkimmer result yet." + left_out
+    worst = f.loc[f.delta.idxmin()]
+    return (f"The paper claims a {PAPER_MEAN_SPEEDUP}x average FLOPs speedup on GLUE (BERT-base, "
+            f"batch 1, against a padded baseline) for < {PAPER_MAX_LOSS_PCT:g}% accuracy loss. "
+            f"Here, over {len(f)} task(s) ({', '.join(f.task)}), taking per task the largest FLOPs "
+            f"speedup within 1 point of its reference, the mean FLOPs speedup over the unpadded "
+            f"baseline is {f.flops_speedup.mean():.2f}x (wall clock, batch 32 against length-sorted "
+            f"batches: {f.wall_b32.mean():.2f}x; batch 1: {f.wall_b1.mean():.2f}x); the largest "
+            f"metric change is {worst.delta:+.1f} points ({worst.task}). Padding the baseline to "
+            f"max_length alone would multiply the FLOPs speedup by {f.padding_flops.mean():.2f}x. "
+            + PAPER_PER_TASK_NOTE + left_out)
+
+
+GLUE_KEYS = ("value", "reference", "delta", "delta_ci", "dev_se", "flops_speedup", "wall_b1",
+             "wall_b32", "wall_b32_ci", "kept", "skim_lambda", "padding_flops", "padding_wall_b32",
+             "padding_wall_random_b32", "wall_over_flops", "seeds", "lambda_official")
+
+
+def glue_names(head: pd.DataFrame, prefix: str = "tk") -> dict[str, float]:
+    """Key numbers for myst-nb glue: tk_<task>[_<variant>]_<quantity> (task lower-case, no dash)."""
+    out = {}
+    for _, r in head.iterrows():
+        t = f"{prefix}_{r.task.lower().replace('-', '')}" + ("" if r.variant == "fixed" else f"_{r.variant}")
+        out.update({f"{t}_{k}": float(r[k]) for k in GLUE_KEYS if k in r and _present(r[k])})
+    return out
+
+
+def curves(table: pd.DataFrame) -> pd.DataFrame:
+    """Training curves of every trained job, long: task, setting, seed, step, quantity (task loss,
+    kept fraction), value."""
+    wide = jobs_frame(table)
+    if wide.empty or "info_curves" not in wide:
+        return pd.DataFrame()
+    rows = []
+    for _, r in wide[wide.info_curves.map(lambda c: isinstance(c, dict))].iterrows():
+        c = r.info_curves
+        for quantity, key in (("task loss", "task_loss"), ("kept fraction", "kept")):
+            rows += [{"task": r.task, "setting": setting(r.job), "seed": r.seed, "step": s,
+                      "quantity": quantity, "value": v} for s, v in zip(c["step"], c[key])]
+    return pd.DataFrame(rows)

@@ -1,0 +1,192 @@
+"""Transkimmer jobs: the key and the checkpoint name hold every setting that changes a result,
+dependencies are explicit, and a job stopped (KeyboardInterrupt, SIGKILL) and resumed ends with
+the metrics and weights of one run straight through (real SST-2 rows, MiniLM cut to 2 layers)."""
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from effx.errors import ParameterError
+from effx.transkimmer.jobs import EVAL_FIELDS, METHODS, TRAIN_FIELDS, Job, order_jobs
+
+#: a valid value different from the default, for every setting
+CHANGED = dict(task="CoLA", encoder="bert-base-uncased", seed=1, subset=100, max_length=64,
+               batch_size=16, bucketed=False, lr=3e-5, weight_decay=0.0, warmup=0.1, epochs=2.0,
+               freeze_word_embeddings=False, device="cuda", skim_epochs=3.0, skim_lr=3e-5,
+               init="pretrained", predictor_lr=1e-3, skim_lambda=1.0, variant="paper", tau=0.5,
+               keep_bias=3.0, distill=0.5, distill_temperature=2.0, frozen_epochs=0.5, layers=2,
+               flops_target=0.3, prune_layers=(2, 4), dev_subset=50, timing_examples=64,
+               timing_repeats=5, counted_flops_examples=4)
+
+
+def test_every_setting_is_covered():
+    names = {f.name for f in dataclasses.fields(Job)} - {"method"}
+    assert names == set(CHANGED)
+    used = set(EVAL_FIELDS).union(*TRAIN_FIELDS.values())
+    assert used == names, "a setting no method's key holds"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_key_and_checkpoint_change_with_every_setting(method):
+    job = Job("SST-2", method)
+    for name in TRAIN_FIELDS[method] + EVAL_FIELDS:
+        other = dataclasses.replace(job, **{name: CHANGED[name]})
+        assert other.key() != job.key(), name
+        assert other.key()[name] != job.key()[name]
+        if name in TRAIN_FIELDS[method]:
+            assert other.checkpoint_name() != job.checkpoint_name(), name
+        else:                                    # evaluation settings never retrain
+            assert other.checkpoint_name() == job.checkpoint_name(), name
+    for name in set(CHANGED) - set(TRAIN_FIELDS[method]) - set(EVAL_FIELDS):
+        with pytest.raises(ParameterError, match=name):     # never silently ignored
+            dataclasses.replace(job, **{name: CHANGED[name]})
+    assert Job.from_key(job.key()) == job
+    assert Job("sst2", method).key() == job.key()        # task names are canonical
+
+
+def test_dependencies_are_explicit():
+    tk = Job("SST-2", "transkimmer", skim_lambda=1.0, predictor_lr=1e-3, epochs=2.0)
+    base = tk.requires()[0]
+    assert base.method == "baseline" and base.epochs == 2.0 and base.key()["lr"] == tk.lr
+    assert base == Job("SST-2", "baseline", epochs=2.0)
+    same = tk.with_method("baseline_continued")
+    assert same.requires() == (base,) and same.skim_epochs == tk.skim_epochs
+    assert Job("SST-2", "topk_pruning", epochs=2.0).requires() == (base,)
+    assert Job("SST-2", "transkimmer", init="pretrained").requires() == ()
+    assert Job("SST-2", "transkimmer", init="pretrained", distill=0.5).requires()[0].method == "baseline"
+    assert Job("SST-2", "fewer_layers").requires() == ()
+    order = order_jobs([tk, same, base])
+    assert order == [base, tk, same]
+    with pytest.raises(ParameterError, match="method"):
+        Job("SST-2", "distilbert")
+    with pytest.raises(ParameterError, match="frozen_epochs"):
+        Job("SST-2", "transkimmer", frozen_epochs=2.0)
+
+
+# -- running: tiny but real -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def minilm2(tmp_path_factory):
+    from effx.transkimmer.encoders import save_cut_encoder
+    return save_cut_encoder("minilm", 2, tmp_path_factory.mktemp("enc") / "minilm2")
+
+
+def tiny(encoder, method, **kw):
+    return Job("SST-2", method, encoder=encoder, subset=48, max_length=32, batch_size=8,
+               epochs=1.0, dev_subset=24, timing_examples=8, timing_repeats=1,
+               counted_flops_examples=1, **kw)
+
+
+def _tk(encoder):
+    return tiny(encoder, "transkimmer", skim_epochs=1.0, predictor_lr=1e-2, skim_lambda=2.0,
+                distill=0.5)
+
+
+def _quiet(m):
+    pass
+
+
+def _deterministic(metrics):
+    return {k: v["value"] for k, v in metrics.items()
+            if not k.startswith(("time_", "speedup_", "padding_", "train_s"))}
+
+
+@pytest.fixture(scope="module")
+def straight(minilm2, tmp_path_factory):
+    """Transkimmer (and the baseline it requires) run straight through."""
+    from effx.transkimmer.execute import run_job
+    folder = tmp_path_factory.mktemp("straight")
+    metrics, info = run_job(_tk(minilm2), folder, log=_quiet)
+    return folder, metrics, info
+
+
+def _weights(folder, job):
+    return torch.load(folder / job.checkpoint_name() / "final.pt", weights_only=False)["model"]
+
+
+def _same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_interrupted_job_resumes_to_the_same_result(minilm2, straight, tmp_path):
+    from effx.transkimmer.execute import run_job
+    job, calls = _tk(minilm2), []
+
+    def stop_at(n):
+        def hook(step):
+            calls.append(step)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+        return hook
+    # 6 steps per stage: stop inside the baseline's stage, then inside Transkimmer's
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, tmp_path, log=_quiet, checkpoint_every_s=0, on_step=stop_at(3))
+    assert (tmp_path / job.requires()[0].checkpoint_name() / "progress.pt").exists()
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, tmp_path, log=_quiet, checkpoint_every_s=0, on_step=stop_at(3 + 3 + 4))
+    assert calls[3:6] == [4, 5, 6] and calls[6:] == [1, 2, 3, 4]
+    metrics, info = run_job(job, tmp_path, log=_quiet)
+    assert info["curves"]["resumed_at"] == [4]
+    folder, ref_metrics, ref_info = straight
+    assert _deterministic(metrics) == _deterministic(ref_metrics)
+    assert info["curves"]["loss"] == ref_info["curves"]["loss"]
+    for j in (job, job.requires()[0]):
+        _same_weights(_weights(tmp_path, j), _weights(folder, j))
+    assert not (tmp_path / job.checkpoint_name() / "progress.pt").exists()
+
+
+def test_killed_process_resumes_to_the_same_weights(minilm2, straight, tmp_path):
+    """SIGKILL at an arbitrary point of training (here after the 3rd step's checkpoint)."""
+    from effx.transkimmer.execute import run_job
+    base = _tk(minilm2).requires()[0]
+    child = textwrap.dedent(f"""
+        import torch; torch.set_num_threads(1)
+        from effx.transkimmer.execute import run_job
+        from effx.transkimmer.jobs import Job
+        job = Job.from_key({base.key()!r})
+        def hook(step):
+            print("STEP", step, flush=True)
+            if step == 3:
+                import time; time.sleep(600)
+        run_job(job, {str(tmp_path)!r}, log=lambda m: None, checkpoint_every_s=0, on_step=hook)
+    """)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        for line in proc.stdout:
+            if line.strip() == "STEP 3":
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert (tmp_path / base.checkpoint_name() / "progress.pt").exists()
+    metrics, info = run_job(base, tmp_path, log=_quiet)
+    assert info["curves"]["resumed_at"] == [3]
+    _same_weights(_weights(tmp_path, base), _weights(straight[0], base))
+
+
+def test_every_method_runs_and_reports_what_it_measured(minilm2, straight):
+    from effx.transkimmer.execute import run_job
+    folder, metrics, info = straight
+    assert {"accuracy", "keep_l0", "keep_l1", "flops_reference", "flops_method", "speedup_b1",
+            "speedup_b32", "speedup_random_b32", "counted_flops_method"} <= set(metrics)
+    assert info["lambda_official_equivalent"] == pytest.approx(2.0 / info["official_fill_ratio"])
+    assert len(info["trace"]["skimmed_at"]) == len(info["trace"]["tokens"])
+    base_metrics, _ = run_job(tiny(minilm2, "baseline"), folder, log=_quiet)   # trained: loaded
+    assert {"time_pad32_b32", "padding_pad32_b32", "padding_random_b32", "flops_pad512",
+            "flops_random_b32"} <= set(base_metrics)
+    assert "speedup_b32" not in base_metrics
+    topk, topk_info = run_job(tiny(minilm2, "topk_pruning", flops_target=0.7), folder, log=_quiet)
+    assert topk["keep_l0"]["value"] == 1.0 > topk["keep_l1"]["value"]
+    assert topk_info["topk_train_flops_fraction"] == pytest.approx(0.7, abs=0.05)
+    fewer, _ = run_job(tiny(minilm2, "fewer_layers", layers=1), folder, log=_quiet)
+    assert fewer["flops_method"]["value"] < 0.6 * fewer["flops_reference"]["value"]
+    assert "keep_l0" not in fewer
