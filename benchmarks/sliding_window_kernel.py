@@ -1,18 +1,31 @@
-"""Benchmark: the Triton sliding-window kernel vs FlexAttention vs dense SDPA (flash), on a GPU.
+"""Benchmark: sliding-window attention paths vs FlexAttention vs dense SDPA, on a GPU or on CPU.
 
 Band |i - j| <= window. First checks correctness against `attention_reference` (float64) on a small
-odd shape, forward and gradients (tolerance rule: error at most 2x the PyTorch fallback's error in
-the same dtype, plus one rounding step), then times forward and forward+backward with
-`triton.testing.do_bench` (median) for
-  triton  effx.kernels.sliding_window_triton (our kernel)
+odd shape, forward and gradients, with effx's one tolerance rule (`effx.testing`: error at most 2x
+that of the same reference computed in the working dtype, plus one rounding step); nothing is timed
+if a check fails. Then times forward and forward+backward.
+
+GPU (default), bfloat16, `triton.testing.do_bench` medians:
+  triton  effx's kernel (``sliding_window_attention(backend="triton")``)
   flex    torch.compile(flex_attention) with a create_block_mask sliding-window mask_mod (same band)
   sdpa    dense F.scaled_dot_product_attention, flash backend (full T x T, for reference)
-TFLOP/s count the band actually computed: 4*B*H*T*K*D, K = keys per query averaged over queries
-(dense T for sdpa); forward+backward counts 3.5x the forward (backward = 2.5x, RESEARCH.md section 4).
+CPU (``--cpu``), float32, alternating repeats (A B A B ...) in one process, medians:
+  torch   effx's torch path (chunks of queries against their key span, PyTorch's CPU flash kernel)
+  sdpa    dense F.scaled_dot_product_attention (PyTorch's CPU flash kernel, full T x T)
+  and the ratio torch / sdpa beside the analytic one, band pairs / T^2 (about (2w+1)/T).
+  ``--clock cpu --threads 1`` times the CPU time of the process instead of the wall clock: on a
+  machine shared with other jobs, what they cannot inflate.
+
+Two throughputs per point (attention-gym's convention: forward 4*B*H*D per computed (query, key)
+pair, forward+backward 3.5x that, the backward = 2.5x):
+  tflops       on the blocks each path computes: the kernel's whole tiles (the autotuner's blocks
+               at that T), flex's non-empty blocks, the torch path's chunk spans, all of dense SDPA
+  band_tflops  on the band alone (the FLOPs FlopCounterMode counts for every path)
 Prints a markdown table and one final JSON line; --out PATH (.json or .csv) writes tidy rows with
 provenance.
 
     python benchmarks/sliding_window_kernel.py [--lengths 2048 4096 ...] [--window 512] [--out PATH]
+    python benchmarks/sliding_window_kernel.py --cpu [--lengths 1024 ... 8192] [--windows 128 256]
     python benchmarks/sliding_window_kernel.py --interpret-smoke   # CPU, TRITON_INTERPRET=1, tiny
 """
 from __future__ import annotations
@@ -32,42 +45,36 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from effx.attention.reference import attention_flops, attention_reference, sliding_window_mask  # noqa: E402
-from effx.attention.sliding_window import sliding_window_attention_torch  # noqa: E402
+from effx.attention import ATTENTION, attention_flops  # noqa: E402
+from effx.attention.reference import attention_reference, sliding_window_mask  # noqa: E402
+from effx.attention.sliding_window import band_pairs, sliding_window_attention  # noqa: E402
 from effx.provenance import new_run  # noqa: E402
+from effx.testing import compare_paths  # noqa: E402
 
 STUDY = "sliding_window_kernel"
-BWD_FACTOR = 3.5                                   # forward + backward = (1 + 2.5) x forward FLOPs
-GPU_DEFAULTS = dict(batch=1, heads=16, head_dim=64, window=512, lengths=[2048, 4096, 8192, 16384, 32768])
-VARIANTS = ("triton", "flex", "sdpa")
-SMOKE_DEFAULTS = dict(batch=1, heads=2, head_dim=16, window=8, lengths=[48, 96])
-
-
-# ------------------------------------------------------------------------------ band arithmetic
-
-def keys_per_query(t: int, window: int) -> float:
-    """Average number of keys j in [0, T) with |i - j| <= window, over the T queries."""
-    w = min(window, t - 1)
-    # full band (2w+1) minus the keys cut off at both edges: 2 * sum_{r=1..w} r = w(w+1)
-    return ((2 * w + 1) * t - w * (w + 1)) / t
-
-
-def band_flops(b, h, t, d, window) -> float:
-    return attention_flops(b, h, t, d, keys_per_query=keys_per_query(t, window))
+SPEC = ATTENTION["sliding_window"]
+BWD_FACTOR = 1.0 + SPEC.backward_factor            # forward + backward = 3.5 x forward FLOPs
+GPU_DEFAULTS = dict(batch=1, heads=16, head_dim=64, windows=[512], lengths=[2048, 4096, 8192, 16384, 32768],
+                    variants=["triton", "flex", "sdpa"], modes=["fwd", "fwd_bwd"], repeats=0)
+CPU_DEFAULTS = dict(batch=1, heads=12, head_dim=64, windows=[128, 256], lengths=[1024, 2048, 4096, 8192],
+                    variants=["torch", "sdpa"], modes=["fwd"], repeats=7)
+SMOKE_DEFAULTS = dict(batch=1, heads=2, head_dim=16, windows=[8], lengths=[48, 96],
+                      variants=["triton", "sdpa"], modes=["fwd", "fwd_bwd"], repeats=3)
+VARIANTS = ("triton", "torch", "flex", "sdpa")
 
 
 # ------------------------------------------------------------------------------ the variants
 
-def triton_variant(window):
-    from effx.kernels.sliding_window_triton import sliding_window_attention_triton
-    return lambda q, k, v: sliding_window_attention_triton(q, k, v, window=window)
+def band_variant(window, backend):
+    return lambda q, k, v: sliding_window_attention(q, k, v, window=window, backend=backend)
 
 
 _FLEX = None
 
 
 def flex_variant(window, t, device):
-    """Compiled FlexAttention with the same band as a block mask (built once per T, not timed)."""
+    """Compiled FlexAttention with the same band as a block mask (built once per T, not timed).
+    Returns the function and the fraction of (128 x 128) blocks it computes."""
     global _FLEX
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
     if _FLEX is None:
@@ -84,7 +91,8 @@ def flex_variant(window, t, device):
         block_mask = create_block_mask(band, None, None, t, t, device=device, _compile=True)
     except TypeError:                                            # torch without the _compile flag
         block_mask = create_block_mask(band, None, None, t, t, device=device)
-    return lambda q, k, v: _FLEX(q, k, v, block_mask=block_mask)
+    density = 1.0 - float(block_mask.sparsity()) / 100.0
+    return (lambda q, k, v: _FLEX(q, k, v, block_mask=block_mask)), density
 
 
 def sdpa_variant(force_flash: bool):
@@ -95,6 +103,17 @@ def sdpa_variant(force_flash: bool):
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
             return F.scaled_dot_product_attention(q, k, v)
     return run
+
+
+def make_variant(name, window, t, device, smoke):
+    """(function of q, k, v; forward FLOPs on the blocks it computes, given B, H, D)."""
+    if name in ("triton", "torch"):
+        return band_variant(window, name), lambda b, h, d: SPEC.computed_flops(b, h, t, d, path=name,
+                                                                               window=window)
+    if name == "flex":
+        fn, density = flex_variant(window, t, device)
+        return fn, lambda b, h, d: density * attention_flops(b, h, t, d)
+    return sdpa_variant(force_flash=device == "cuda" and not smoke), lambda b, h, d: attention_flops(b, h, t, d)
 
 
 # ------------------------------------------------------------------------------ correctness
@@ -110,44 +129,33 @@ def finite_or_none(value):
     return value
 
 
-def max_err(a, b):
-    return (a.double() - b.double()).abs().max().item()
-
-
 def check_variant(name, fn, b, h, t, d, window, dtype, device, seed=0):
-    """Forward and gradients of `fn` vs float64 reference; 2x the fallback's error + one rounding."""
+    """Forward and gradients of `fn` vs the float64 reference, effx's tolerance rule."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q, k, v, do = (torch.randn((b, h, t, d), generator=gen).to(device=device, dtype=dtype) for _ in range(4))
-    results = {}
-    for label, f, cast in (("kernel", fn, dtype), ("fallback", lambda *x: sliding_window_attention_torch(
-            *x, window=window), dtype), ("reference", lambda *x: attention_reference(
-            *x, mask=sliding_window_mask(t, window, device=device)), torch.float64)):
-        xs = [x.detach().to(cast).requires_grad_(True) for x in (q, k, v)]
-        out = f(*xs)
-        grads = torch.autograd.grad(out, xs, do.to(out.dtype))
-        results[label] = (out, *grads)
-    failures = []
-    for i, part in enumerate(("out", "dq", "dk", "dv")):
-        got, base, ref = (results[x][i] for x in ("kernel", "fallback", "reference"))
-        err, base_err = max_err(got, ref), max_err(base, ref)
-        bound = 2 * base_err + torch.finfo(dtype).eps * ref.abs().max().item() + 1e-5
-        if not (torch.isfinite(got).all() and err <= bound):
-            failures.append(f"{name} {part}: error {err:.3e} > bound {bound:.3e} (fallback {base_err:.3e})")
-    return failures
+    mask = sliding_window_mask(t, window, device=device)
+    verdicts = compare_paths(fn, lambda *x: attention_reference(*x, mask=mask, upcast=False),
+                             lambda *x: attention_reference(*x, mask=mask), q, k, v, do)
+    return [f"{name} {x}" for x in verdicts if not x.ok]
 
 
 # ------------------------------------------------------------------------------ timing
 
-def median_ms(fn, smoke: bool, grad_to_none=None) -> float:
-    if smoke:                                      # interpreter: wall clock, a few repeats
-        times = []
-        for _ in range(3):
-            for x in grad_to_none or ():
-                x.grad = None
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def call_ms(fn, grad_to_none=(), clock="wall") -> float:
+    """Milliseconds of one call (CPU, or the interpreter): wall clock, or the CPU time of this
+    process (all its threads: with one thread, what other jobs on a busy machine cannot inflate)."""
+    for x in grad_to_none:
+        x.grad = None
+    now = CLOCKS[clock]
+    t0 = now()
+    fn()
+    return (now() - t0) * 1e3
+
+
+def gpu_median_ms(fn, grad_to_none=None) -> float:
     from triton.testing import do_bench
     try:
         return float(do_bench(fn, grad_to_none=grad_to_none, return_mode="median"))
@@ -155,13 +163,50 @@ def median_ms(fn, smoke: bool, grad_to_none=None) -> float:
         return float(do_bench(fn, grad_to_none=grad_to_none, quantiles=[0.5])[0])
 
 
-def measure(fn, b, h, t, d, dtype, device, mode, smoke):
+def step(fn, b, h, t, d, dtype, device, mode):
+    """(callable, tensors whose grads to reset): one forward, or one forward + backward."""
     q, k, v, do = (torch.randn((b, h, t, d), device=device, dtype=dtype) for _ in range(4))
     if mode == "fwd":
-        with torch.no_grad():
-            return median_ms(lambda: fn(q, k, v), smoke)
+        def forward():
+            with torch.no_grad():
+                fn(q, k, v)
+        return forward, ()
     q, k, v = (x.requires_grad_(True) for x in (q, k, v))
-    return median_ms(lambda: fn(q, k, v).backward(do), smoke, grad_to_none=[q, k, v])
+    return (lambda: fn(q, k, v).backward(do)), (q, k, v)
+
+
+def time_point(fns, b, h, t, d, dtype, device, mode, repeats, gpu, clock="wall") -> dict[str, list[float]]:
+    """Times of every variant at one point. GPU: do_bench per variant. CPU: one warm-up call each,
+    then `repeats` rounds calling every variant once per round (A B A B ...), so machine drift
+    hits all of them alike."""
+    steps, out = {}, {}
+    for name, fn in fns.items():
+        try:
+            steps[name] = step(fn, b, h, t, d, dtype, device, mode)
+            if gpu:
+                out[name] = [gpu_median_ms(steps[name][0], grad_to_none=list(steps[name][1]) or None)]
+            else:
+                call_ms(*steps[name], clock=clock)
+        except Exception as exc:  # noqa: BLE001 - one failing variant must not stop the sweep
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            out[name] = exc
+            steps.pop(name, None)
+    if not gpu:
+        times = {name: [] for name in steps}
+        for _ in range(repeats):
+            for name, (fn, grads) in steps.items():
+                times[name].append(call_ms(fn, grads, clock=clock))
+        out.update(times)
+    return out
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages (other work on the machine while timing)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
 
 
 # ------------------------------------------------------------------------------ main
@@ -169,92 +214,113 @@ def measure(fn, b, h, t, d, dtype, device, mode, smoke):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--interpret-smoke", action="store_true",
-                   help="tiny CPU run under TRITON_INTERPRET=1 (no flex, no torch.compile)")
+                   help="tiny CPU run of the GPU code path under TRITON_INTERPRET=1 (no flex)")
+    p.add_argument("--cpu", action="store_true", help="CPU: the torch path vs dense SDPA, float32")
     p.add_argument("--lengths", type=int, nargs="+", help="sequence lengths T")
-    p.add_argument("--window", type=int, help="band half-width: keys |i - j| <= window")
+    p.add_argument("--window", type=int, dest="windows", nargs="+", help="band half-width(s): |i - j| <= window")
+    p.add_argument("--windows", type=int, nargs="+", dest="windows")
     p.add_argument("--heads", type=int)
     p.add_argument("--head-dim", type=int)
     p.add_argument("--batch", type=int)
-    p.add_argument("--modes", nargs="+", default=["fwd", "fwd_bwd"], choices=["fwd", "fwd_bwd"])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (--cpu)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="CPU timing: wall clock, or this process's CPU time (robust on a busy machine "
+                        "with --threads 1)")
+    p.add_argument("--repeats", type=int, help="timed rounds per point (CPU and smoke)")
+    p.add_argument("--modes", nargs="+", choices=["fwd", "fwd_bwd"])
+    p.add_argument("--variants", nargs="+", choices=VARIANTS)
     p.add_argument("--out", type=Path, help="write tidy rows + provenance (.json or .csv)")
     args = p.parse_args(argv)
-    defaults = SMOKE_DEFAULTS if args.interpret_smoke else GPU_DEFAULTS
+    defaults = SMOKE_DEFAULTS if args.interpret_smoke else CPU_DEFAULTS if args.cpu else GPU_DEFAULTS
     for key, value in defaults.items():
-        if getattr(args, key) is None:
+        if getattr(args, key, None) is None:
             setattr(args, key, value)
-    if args.interpret_smoke:
-        args.variants = [v for v in args.variants if v != "flex"]
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    smoke = args.interpret_smoke
-    if not smoke and not torch.cuda.is_available():
-        print(f"{STUDY}: needs a CUDA GPU and none is available here. "
-              "Run with --interpret-smoke for a tiny CPU check of this script's code path.", file=sys.stderr)
+    smoke, cpu = args.interpret_smoke, args.cpu and not args.interpret_smoke
+    gpu = not (smoke or cpu)
+    if gpu and not torch.cuda.is_available():
+        print(f"{STUDY}: needs a CUDA GPU and none is available here. Run with --cpu for the CPU "
+              "paths, or --interpret-smoke for a tiny CPU check of this script's code path.", file=sys.stderr)
         return 2
-    device = "cpu" if smoke else "cuda"
-    dtype = torch.bfloat16
-    b, h, d, w = args.batch, args.heads, args.head_dim, args.window
-    run = new_run(STUDY, "smoke" if smoke else "gpu", {k: (str(v) if isinstance(v, Path) else v)
-                                                        for k, v in vars(args).items()}, device=device)
+    if cpu:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if gpu else "cpu"
+    dtype = torch.float32 if cpu else torch.bfloat16
+    dtype_name = str(dtype).removeprefix("torch.")
+    b, h, d = args.batch, args.heads, args.head_dim
+    run = new_run(STUDY, "smoke" if smoke else "cpu" if cpu else "gpu",
+                  {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                  device=device, threads=args.threads if cpu else None)
     device_label = run["hardware"].get("gpu_name", run["hardware"]["cpu_model"])
+    load_before = loadavg()
 
     # 1. correctness first, on a small odd shape with interior and edge blocks
-    check_shape = (1, 2, 70, 16, 9) if smoke else (1, 2, 1031, 64, 200)
-    failures = check_variant("triton", triton_variant(check_shape[-1]), *check_shape, dtype, device)
-    if "flex" in args.variants:
-        failures += check_variant("flex", flex_variant(check_shape[-1], check_shape[2], device),
-                                  *check_shape, dtype, device)
+    check_shape = (1, 2, 1031, 64, 200) if gpu else (1, 2, 70, 16, 9)
+    banded = [n for n in args.variants if n != "sdpa"]
+    failures = []
+    for name in banded:
+        fn, _ = make_variant(name, check_shape[-1], check_shape[2], device, smoke)
+        failures += check_variant(name, fn, *check_shape, dtype, device)
     if failures:
-        print(f"{STUDY}: correctness check FAILED, nothing timed:\n  " + "\n  ".join(failures),
-              file=sys.stderr)
+        print(f"{STUDY}: correctness check FAILED, nothing timed:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
-    print(f"correctness vs float64 reference (B,H,T,D,window={check_shape}): ok for "
-          f"{', '.join(v for v in args.variants if v != 'sdpa')}", flush=True)
+    print(f"correctness vs float64 reference (B,H,T,D,window={check_shape}): ok for {', '.join(banded)}",
+          flush=True)
 
     # 2. timing
-    rows, ms = [], {}
-    for t in args.lengths:
-        for name in args.variants:
-            fn = {"triton": lambda: triton_variant(w), "flex": lambda: flex_variant(w, t, device),
-                  "sdpa": lambda: sdpa_variant(force_flash=not smoke)}[name]()
-            flops_fwd = attention_flops(b, h, t, d) if name == "sdpa" else band_flops(b, h, t, d, w)
+    rows, ms, ratios = [], {}, {}
+    for w in args.windows:
+        for t in args.lengths:
+            made = {n: make_variant(n, w, t, device, smoke) for n in args.variants}
             for mode in args.modes:
-                status, value = "ok", float("nan")
-                try:
-                    value = measure(fn, b, h, t, d, dtype, device, mode, smoke)
-                except torch.cuda.OutOfMemoryError:
-                    status = "oom"
-                except Exception as exc:  # noqa: BLE001 - one failing variant must not stop the sweep
-                    first_line = (str(exc).splitlines() or [""])[0][:200]
-                    status = f"error: {type(exc).__name__}: {first_line}"
-                if device == "cuda":
-                    torch.cuda.empty_cache()
-                flops = flops_fwd * (BWD_FACTOR if mode == "fwd_bwd" else 1.0)
-                tflops = flops / (value * 1e-3) / 1e12 if status == "ok" else float("nan")
-                ms[(name, mode, t)] = value
-                point = dict(study=STUDY, variant=name, device=device_label, dtype="bfloat16", mode=mode,
-                             batch=b, heads=h, head_dim=d, window=w, length=t, status=status,
-                             flops_counted="dense" if name == "sdpa" else "band")
-                rows.append({**point, "metric": "time_ms", "value": value})
-                rows.append({**point, "metric": "tflops", "value": tflops})
-                print(f"  T={t:6d} {name:6s} {mode:7s} {value:9.3f} ms  {tflops:7.1f} TFLOP/s  {status}",
-                      flush=True)
+                factor = BWD_FACTOR if mode == "fwd_bwd" else 1.0
+                band = SPEC.flops(b, h, t, d, window=w) * factor
+                times = time_point({n: f for n, (f, _) in made.items()}, b, h, t, d, dtype, device, mode,
+                                   args.repeats, gpu, args.clock)
+                for name, (_, computed) in made.items():
+                    got = times[name]
+                    status = "ok" if isinstance(got, list) else (
+                        "oom" if isinstance(got, torch.cuda.OutOfMemoryError)
+                        else f"error: {type(got).__name__}: {(str(got).splitlines() or [''])[0][:200]}")
+                    value = statistics.median(got) if status == "ok" else float("nan")
+                    flops = computed(b, h, d) * factor    # after timing: the autotuner's blocks at this T
+                    ms[(name, mode, w, t)] = value
+                    point = dict(study=STUDY, variant=name, device=device_label, dtype=dtype_name, mode=mode,
+                                 batch=b, heads=h, head_dim=d, window=w, length=t, status=status,
+                                 repeats=len(got) if status == "ok" else 0)
+                    rows.append({**point, "metric": "time_ms", "value": value,
+                                 "q25": _quantile(got, 0.25), "q75": _quantile(got, 0.75)})
+                    rows.append({**point, "metric": "tflops", "value": flops / (value * 1e-3) / 1e12,
+                                 "flops": flops, "flops_counted": "computed blocks"})
+                    rows.append({**point, "metric": "band_tflops", "value": band / (value * 1e-3) / 1e12,
+                                 "flops": band, "flops_counted": "band" if name != "sdpa" else "band (of a dense run)"})
+                    print(f"  w={w:4d} T={t:6d} {name:6s} {mode:7s} {value:9.3f} ms  "
+                          f"{flops / (value * 1e-3) / 1e12:8.4f} TFLOP/s computed  {status}", flush=True)
+                if ("sdpa", mode, w, t) in ms:
+                    for name in banded:
+                        ratios[(name, mode, w, t)] = ms[(name, mode, w, t)] / ms[("sdpa", mode, w, t)]
+    load_after = loadavg()
 
     summary = summarize(args, ms)
     print()
-    print(markdown_table(args, ms, b, h, d, w))
-    print()
+    print(markdown_table(args, ms, ratios, b, h, d, dtype_name))
+    print(f"\nload average (1, 5, 15 min) before: {load_before}; after: {load_after}")
     for (name, mode), ratio in summary["linearity"].items():
         print(f"linearity {name} {mode}: (ms/T at T={max(args.lengths)}) / "
               f"(ms/T at T={min(args.lengths)}) = {ratio:.2f}")
     record = {"benchmark": STUDY, "run_id": run["run_id"], "commit": run["commit"], "device": device_label,
-              "dtype": "bfloat16", "batch": b, "heads": h, "head_dim": d, "window": w, "correct": True,
-              "ms": {f"{n}/{m}/{t}": v for (n, m, t), v in ms.items()},
-              "speedup_vs_flex": {f"{m}/{t}": r for (m, t), r in summary["speedup_vs_flex"].items()},
+              "dtype": dtype_name, "batch": b, "heads": h, "head_dim": d, "windows": args.windows,
+              "threads": args.threads if cpu else None, "clock": "do_bench" if gpu else args.clock,
+              "correct": True,
+              "loadavg_before": load_before, "loadavg_after": load_after,
+              "ms": {key(k, args.windows): v for k, v in ms.items()},
+              "over_sdpa": {key(k, args.windows): r for k, r in ratios.items()},
+              "band_over_dense": {f"{w}/{t}": band_pairs(t, w) / t**2 for w in args.windows for t in args.lengths},
+              "speedup_vs_flex": {f"{m}/{w}/{t}": r for (m, w, t), r in summary["speedup_vs_flex"].items()},
               "linearity": {f"{n}/{m}": r for (n, m), r in summary["linearity"].items()}}
     if args.out:
         write_out(args.out, rows, run, record)
@@ -263,35 +329,49 @@ def main(argv=None) -> int:
     return 0
 
 
+def key(k, windows) -> str:
+    """'name/mode/T', with the window ('name/mode/wW/T') when several are measured."""
+    name, mode, w, t = k
+    return f"{name}/{mode}/{t}" if len(windows) == 1 else f"{name}/{mode}/w{w}/{t}"
+
+
+def _quantile(values, q):
+    if not isinstance(values, list) or len(values) < 2:
+        return float("nan")
+    return statistics.quantiles(values, n=4)[0 if q == 0.25 else 2]
+
+
 def summarize(args, ms):
     """speedup_vs_flex = flex ms / triton ms (> 1: our kernel is faster); linearity = time per token
-    at the largest T over time per token at the smallest T (1.0 = perfectly linear)."""
-    lo, hi = min(args.lengths), max(args.lengths)
-    speedup = {(m, t): ms[("flex", m, t)] / ms[("triton", m, t)]
-               for m in args.modes for t in args.lengths if ("flex", m, t) in ms and ("triton", m, t) in ms}
-    linearity = {(n, m): (ms[(n, m, hi)] / hi) / (ms[(n, m, lo)] / lo)
-                 for n in args.variants for m in args.modes if n != "sdpa" and (n, m, lo) in ms}
+    at the largest T over time per token at the smallest T (1.0 = perfectly linear), first window."""
+    lo, hi, w0 = min(args.lengths), max(args.lengths), args.windows[0]
+    speedup = {(m, w, t): ms[("flex", m, w, t)] / ms[("triton", m, w, t)]
+               for m in args.modes for w in args.windows for t in args.lengths
+               if ("flex", m, w, t) in ms and ("triton", m, w, t) in ms}
+    linearity = {(n, m): (ms[(n, m, w0, hi)] / hi) / (ms[(n, m, w0, lo)] / lo)
+                 for n in args.variants for m in args.modes if n != "sdpa" and (n, m, w0, lo) in ms}
     return {"speedup_vs_flex": speedup, "linearity": linearity}
 
 
-def markdown_table(args, ms, b, h, d, w):
+def markdown_table(args, ms, ratios, b, h, d, dtype_name):
     names = args.variants
-    head = ["T", "mode"] + [f"{n} ms" for n in names] + [f"{n} TFLOP/s" for n in names]
+    banded = [n for n in names if n != "sdpa"]
+    head = ["window", "T", "mode"] + [f"{n} ms" for n in names] + [f"{n}/sdpa" for n in banded if "sdpa" in names]
+    head += ["band/dense (analytic)"]
     if "flex" in names and "triton" in names:
         head.append("flex/triton (speedup)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for t in args.lengths:
-        for m in args.modes:
-            factor = BWD_FACTOR if m == "fwd_bwd" else 1.0
-            cells = [str(t), m] + [f"{ms[(n, m, t)]:.3f}" for n in names]
-            for n in names:
-                flops = (attention_flops(b, h, t, d) if n == "sdpa" else band_flops(b, h, t, d, w)) * factor
-                cells.append(f"{flops / (ms[(n, m, t)] * 1e-3) / 1e12:.1f}")
-            if "flex" in names and "triton" in names:
-                cells.append(f"{ms[('flex', m, t)] / ms[('triton', m, t)]:.2f}")
-            lines.append("| " + " | ".join(cells) + " |")
-    note = (f"B={b}, H={h}, D={d}, window={w} (|i-j|<={w}), bfloat16; TFLOP/s on the band "
-            f"(sdpa: dense T x T); fwd_bwd counts {BWD_FACTOR}x the forward FLOPs")
+    for w in args.windows:
+        for t in args.lengths:
+            for m in args.modes:
+                cells = [str(w), str(t), m] + [f"{ms[(n, m, w, t)]:.3f}" for n in names]
+                cells += [f"{ratios[(n, m, w, t)]:.3f}" for n in banded if (n, m, w, t) in ratios]
+                cells.append(f"{band_pairs(t, w) / t**2:.3f}")
+                if "flex" in names and "triton" in names:
+                    cells.append(f"{ms[('flex', m, w, t)] / ms[('triton', m, w, t)]:.2f}")
+                lines.append("| " + " | ".join(cells) + " |")
+    note = (f"B={b}, H={h}, D={d}, band |i-j|<=window, {dtype_name}; ms = median; x/sdpa = time "
+            f"ratio against dense SDPA; band/dense = band pairs / T^2, the FLOP ratio")
     return "\n".join(lines + ["", note])
 
 

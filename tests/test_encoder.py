@@ -41,3 +41,38 @@ def test_analytic_flops_equal_counted_flops():
 def test_unknown_attention_is_a_clear_error():
     with pytest.raises(ParameterError, match="'attention'.*sliding_window"):
         EncoderConfig(attention="performer")
+
+
+@pytest.mark.parametrize("attention, opts", [("eager", {}), ("sliding_window", {"window": 4}),
+                                             ("block_sparse", {"block": 8, "band": 1}),
+                                             ("nystrom", {"num_landmarks": 5})], ids=lambda x: str(x))
+def test_analytic_flops_equal_counted_flops_for_every_variant(attention, opts):
+    model = tiny(attention, **opts)
+    ids = torch.randint(0, 50, (2, 37))
+    counted, per_op = count_flops(lambda: model(ids))
+    assert counted == pytest.approx(sum(encoder_flops(model.cfg, 2, 37).values()), rel=1e-12), per_op
+
+
+def test_one_layer_can_switch_its_attention():
+    """SPION gives each layer its own layout: set_attention swaps one layer's core only, and the
+    model's FLOPs follow each layer's core."""
+    ids = torch.randint(0, 50, (1, 45))
+    dense = tiny("sdpa")
+    out = dense(ids)
+    core = dense.blocks[1].attn.core
+    layout = torch.eye(6, dtype=torch.bool)                      # each block of 8 sees itself only
+    assert core.set_attention("block_sparse", layout=layout, block=8) is core
+    assert dense.blocks[0].attn.core.name == "sdpa" and core.name == "block_sparse"
+    assert not torch.allclose(dense(ids), out, atol=1e-3)
+    counted, _ = count_flops(lambda: dense(ids))
+    assert counted == pytest.approx(sum(dense.flops(1, 45).values()), rel=1e-12)
+    assert dense.flops(1, 45) != encoder_flops(dense.cfg, 1, 45)  # the config no longer tells
+    core.set_attention("sdpa")
+    torch.testing.assert_close(dense(ids), out)
+
+
+def test_bad_attention_options_are_clear_errors():
+    with pytest.raises(ParameterError, match="attention_options.*needs the option 'window'"):
+        EncoderConfig(attention="sliding_window")
+    with pytest.raises(ParameterError, match="no option 'windw'"):
+        tiny().blocks[0].attn.core.set_attention("sliding_window", windw=3)

@@ -3,22 +3,23 @@
     fn(q, k, v, *, key_padding_mask=None, scale=None, **variant_options) -> out
 
 with q, k, v, out of shape (B, H, T, D) and key_padding_mask (B, T) bool (True = real token).
-``ATTENTION`` is the registry the encoder and the notebooks look names up in; ``reference``
-holds the dense float64 reference that every variant is tested against.
+Beside each function its module declares an ``AttentionSpec`` (``effx.attention.spec``): the
+options it takes, the per-length call options, the keys a query attends to, the FLOPs counted,
+its pattern as a dense mask. ``ATTENTION`` is the registry name -> spec that the encoder, the
+studies and the notebooks read; ``ATTENTION[name].fn`` is the plain function (calling the spec
+calls it too). ``reference`` holds the dense float64 reference every variant is tested against.
 """
-from effx.attention.block_sparse import band_layout, block_sparse_attention
-from effx.attention.dense import eager_attention, sdpa_attention
-from effx.attention.nystrom import nystrom_attention
+from effx.attention.block_sparse import BLOCK_SPARSE, band_layout, block_sparse_attention
+from effx.attention.dense import EAGER, SDPA, eager_attention, sdpa_attention
+from effx.attention.nystrom import NYSTROM, nystrom_attention
 from effx.attention.reference import attention_reference
-from effx.attention.sliding_window import sliding_window_attention
+from effx.attention.sliding_window import SLIDING_WINDOW, sliding_window_attention
+from effx.attention.spec import REQUIRED, AttentionSpec, attention_flops
 
-ATTENTION = {
-    "sdpa": sdpa_attention,
-    "eager": eager_attention,
-    "sliding_window": sliding_window_attention,
-    "block_sparse": block_sparse_attention,
-    "nystrom": nystrom_attention,
-}
+#: name -> spec, in the order the studies list them
+ATTENTION: dict[str, AttentionSpec] = {spec.name: spec for spec in
+                                       (SDPA, EAGER, SLIDING_WINDOW, BLOCK_SPARSE, NYSTROM)}
 
-__all__ = ["ATTENTION", "attention_reference", "band_layout", "block_sparse_attention",
-           "eager_attention", "nystrom_attention", "sdpa_attention", "sliding_window_attention"]
+__all__ = ["ATTENTION", "REQUIRED", "AttentionSpec", "attention_flops", "attention_reference",
+           "band_layout", "block_sparse_attention", "eager_attention", "nystrom_attention",
+           "sdpa_attention", "sliding_window_attention"]

@@ -4,6 +4,11 @@ Landmarks are segment means of queries and keys (m of them). With
 F = softmax(Q Kl^T), A = softmax(Ql Kl^T), B = softmax(Ql K^T):  out = F pinv(A) (B V),
 pinv by the iterative scheme of the paper (6 iterations). Cost O(T * m * D): linear in T.
 An approximation: it never equals dense attention exactly (except in the limit m = T).
+
+Its spec (``NYSTROM``) has no mask (``exact=False``) and counts the FLOPs of what it computes,
+since they are not those of attention over some keys: with m = min(landmarks, T),
+8*B*H*T*m*D (Q Kl^T, F (.), Ql K^T, B V) + 4*B*H*m*m*D (Ql Kl^T, pinv(A) (.))
++ 8*iterations*B*H*m^3 (four m x m products per pseudo-inverse iteration).
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from effx.attention.spec import AttentionSpec
 
 
 def _iterative_pinv(a: torch.Tensor, iters: int = 6) -> torch.Tensor:
@@ -39,3 +46,16 @@ def nystrom_attention(q, k, v, *, num_landmarks: int = 64, key_padding_mask=None
     a = torch.softmax((ql @ kl.transpose(-1, -2)) * scale, dim=-1)          # (B, H, m, m)
     bm = torch.softmax((ql @ k.transpose(-1, -2)) * scale, dim=-1)          # (B, H, m, T)
     return f @ (_iterative_pinv(a, pinv_iterations) @ (bm @ v))
+
+
+def _flops(batch, heads, t, head_dim, o) -> float:
+    m = min(o["num_landmarks"], t)
+    return float(batch * heads * (8 * t * m * head_dim + 4 * m * m * head_dim
+                                  + 8 * o["pinv_iterations"] * m ** 3))
+
+
+NYSTROM = AttentionSpec(
+    "nystrom", nystrom_attention, options={"num_landmarks": 64, "pinv_iterations": 6},
+    exact=False, backward_factor=2.0, keys=lambda t, o: min(o["num_landmarks"], t), count=_flops,
+    summary="Nystrom approximation through m landmarks (segment means); each query attends to "
+            "the m landmark keys; linear in T")

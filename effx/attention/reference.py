@@ -2,8 +2,9 @@
 
 Masked softmax attention, optionally in float64. Tests, benchmarks and notebooks compare every
 variant and kernel against this function, and the masks below describe each variant's pattern
-as a dense (T, T) boolean matrix (True = query may attend to key).
-Layout everywhere: (B, H, T, D).
+as a dense (T, T) boolean matrix (True = query may attend to key); each variant's spec
+(``effx.attention.ATTENTION[name].mask(t, ...)``) returns its pattern through them.
+Layout everywhere: (B, H, T, D). FLOP formulas live in ``effx.attention.spec``.
 """
 from __future__ import annotations
 
@@ -45,8 +46,3 @@ def block_layout_mask(layout: torch.Tensor, block: int, t: int) -> torch.Tensor:
     full = layout.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
     return full[..., :t, :t]
 
-
-def attention_flops(batch: int, heads: int, t: int, head_dim: int, keys_per_query: float | None = None) -> float:
-    """Forward FLOPs of the attention core: 4*B*H*T*K*D, K = keys each query sees (T if dense)."""
-    keys = t if keys_per_query is None else keys_per_query
-    return 4.0 * batch * heads * t * keys * head_dim

@@ -17,6 +17,11 @@ No atomics: every output row is written by exactly one program.
 Head dims up to 256 are supported (D is padded to a power of two >= 16 inside the kernels by
 masked loads). fp32 inputs use exact ("ieee") dots; bf16/fp16 use tensor cores with fp32 accumulation.
 Under TRITON_INTERPRET=1 the kernels run on CPU tensors (slow; used by the tests).
+
+This module ends at the launchers. The differentiable call is ``effx.attention.sliding_window_attention``
+(``backend="triton"`` forces this kernel): it runs the launchers inside torch.library custom ops
+with registered FLOP formulas, so FlopCounterMode counts the band on every device. The tiles the
+forward really multiplies (whole blocks around the band) are ``tile_pairs``.
 """
 from __future__ import annotations
 
@@ -49,7 +54,9 @@ def _configs(pairs):
 FWD_CONFIGS = _configs([(32, 16), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3)])
 DKDV_CONFIGS = _configs([(16, 32), (32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3)])
 DQ_CONFIGS = _configs([(32, 16), (128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 32, 4, 3)])
-TUNE_KEY = ["window", "BLOCK_D"]  # Triton adds the tensors' dtypes to the key
+# the length is part of the key: the best blocks at T=1k are not those at T=64k (and a config tuned
+# at one T must not be reused at another); Triton adds the tensors' dtypes to the key
+TUNE_KEY = ["T", "window", "BLOCK_D"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,42 +269,76 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, KPM, DQ,
 
 
 # ---------------------------------------------------------------------------------------------
-# Launchers
+# Launchers (not differentiable by themselves: effx.attention.sliding_window wraps them, with the
+# PyTorch path, in the custom ops effx::sliding_window_forward / _backward, which autograd and
+# FlopCounterMode see)
 # ---------------------------------------------------------------------------------------------
 
 def _bht_strides(x):
     return x.stride(0), x.stride(1), x.stride(2)
 
 
+def _block_d(d: int) -> int:
+    return max(16, triton.next_power_of_2(d))
+
+
 def _common_meta(x, kpm):
-    d = x.shape[-1]
-    return dict(HAS_KPM=kpm is not None, BLOCK_D=max(16, triton.next_power_of_2(d)),
+    return dict(HAS_KPM=kpm is not None, BLOCK_D=_block_d(x.shape[-1]),
                 INPUT_PRECISION="ieee" if x.dtype == torch.float32 else None,  # None: Triton default
                 DOT_FP32=INTERPRET and x.dtype == torch.bfloat16)
 
 
-def _forward(q, k, v, window, kpm, sm_scale):
-    """Launch the forward. Returns out (B, H, T, D) and lse (B, H, T) fp32 (base 2)."""
+def _unit_stride_last(x):
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _kpm_arg(kpm, like):
+    return like if kpm is None else kpm.to(device=like.device, dtype=torch.int8).contiguous()
+
+
+def check_inputs(q, k, v):
+    """Raise ValueError unless q, k, v suit the kernel: one (B, H, T, D) shape, D <= 256, one
+    dtype among float32, bfloat16, float16."""
+    if not (q.shape == k.shape == v.shape) or q.dim() != 4:
+        raise ValueError(f"q, k, v must share one (B, H, T, D) shape; got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"q, k, v dtypes {q.dtype}, {k.dtype}, {v.dtype}; allowed: one of "
+                         "float32, bfloat16, float16 for all three")
+    if not 1 <= q.shape[-1] <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim D={q.shape[-1]}; allowed: 1..{MAX_HEAD_DIM}")
+
+
+def sliding_window_forward(q, k, v, window: int, key_padding_mask, scale: float):
+    """Forward launch. q, k, v: (B, H, T, D) (last-dim stride 1 or copied), window in [0, T),
+    key_padding_mask: (B, T) bool or None, True = real token.
+    Returns out (B, H, T, D) in q's dtype and lse (B, H, T) fp32: each row's log-sum-exp in base 2
+    of the scaled scores (0 for rows with no allowed key, whose output is 0)."""
+    q, k, v = (_unit_stride_last(x) for x in (q, k, v))
     b, h, t, d = q.shape
+    kpm = None if key_padding_mask is None else _kpm_arg(key_padding_mask, q)
     out = torch.empty((b, h, t, d), device=q.device, dtype=q.dtype)
     lse = torch.empty((b, h, t), device=q.device, dtype=torch.float32)
     grid = lambda meta: (triton.cdiv(t, meta["BLOCK_M"]), b * h)  # noqa: E731
     _fwd_kernel[grid](q, k, v, out, lse, kpm if kpm is not None else q,
                       *_bht_strides(q), *_bht_strides(k), *_bht_strides(v), *_bht_strides(out),
-                      h, t, d, window, sm_scale * LOG2E, **_common_meta(q, kpm))
+                      h, t, d, window, scale * LOG2E, **_common_meta(q, kpm))
     return out, lse
 
 
-def _backward(do, q, k, v, out, lse, window, kpm, sm_scale):
-    """Launch the backward. Returns dq, dk, dv (B, H, T, D) in q's dtype."""
+def sliding_window_backward(do, q, k, v, out, lse, window: int, key_padding_mask, scale: float):
+    """Backward launch from the forward's out and lse. Returns dq, dk, dv (B, H, T, D), q's dtype."""
+    q, k, v = (_unit_stride_last(x) for x in (q, k, v))
+    do = _unit_stride_last(do.to(q.dtype))
     b, h, t, d = q.shape
+    kpm = None if key_padding_mask is None else _kpm_arg(key_padding_mask, q)
     delta = (do.float() * out.float()).sum(-1).contiguous()                 # (B, H, T) fp32
     dq = torch.empty((b, h, t, d), device=q.device, dtype=q.dtype)
     dk = torch.empty_like(dq)
     dv = torch.empty_like(dq)
     kpm_arg = kpm if kpm is not None else q
     args = (*_bht_strides(q), *_bht_strides(k), *_bht_strides(v), *_bht_strides(do), *_bht_strides(dq),
-            h, t, d, window, sm_scale * LOG2E, sm_scale)
+            h, t, d, window, scale * LOG2E, scale)
     meta = _common_meta(q, kpm)
     grid_n = lambda m: (triton.cdiv(t, m["BLOCK_N"]), b * h)  # noqa: E731
     _bwd_dkdv_kernel[grid_n](q, k, v, do, lse, delta, kpm_arg, dk, dv, *args, **meta)
@@ -306,57 +347,23 @@ def _backward(do, q, k, v, out, lse, window, kpm, sm_scale):
     return dq, dk, dv
 
 
-def _unit_stride_last(x):
-    return x if x.stride(-1) == 1 else x.contiguous()
-
-
 # ---------------------------------------------------------------------------------------------
-# Autograd and public function
+# What the forward computes: whole (BLOCK_M x BLOCK_N) tiles that intersect the band
 # ---------------------------------------------------------------------------------------------
 
-class SlidingWindowAttention(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, window, kpm, sm_scale):
-        out, lse = _forward(q, k, v, window, kpm, sm_scale)
-        ctx.save_for_backward(q, k, v, out, lse, kpm)
-        ctx.window, ctx.sm_scale, ctx.has_kpm = window, sm_scale, kpm is not None
-        return out
-
-    @staticmethod
-    def backward(ctx, do):
-        q, k, v, out, lse, kpm = ctx.saved_tensors
-        kpm = kpm if ctx.has_kpm else None
-        do = _unit_stride_last(do.to(q.dtype))
-        dq, dk, dv = _backward(do, q, k, v, out, lse, ctx.window, kpm, ctx.sm_scale)
-        return dq, dk, dv, None, None, None
+def forward_blocks() -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of the forward: the config the autotuner chose at its last call, else
+    the first candidate (the interpreter's only one)."""
+    cfg = getattr(_fwd_kernel, "best_config", None) or FWD_CONFIGS[0]
+    return cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
 
 
-def sliding_window_attention_triton(q, k, v, *, window: int, key_padding_mask=None, scale=None):
-    """Sliding-window attention |i - j| <= window with the Triton kernel (differentiable).
-
-    q, k, v: (B, H, T, D), same shape, dtype and device (float32, bfloat16 or float16; D <= 256);
-    key_padding_mask: optional (B, T) bool, True = real token; scale: default 1/sqrt(D).
-    Returns (B, H, T, D) in q's dtype. Rows with no allowed key give zeros.
-    """
-    if not (q.shape == k.shape == v.shape) or q.dim() != 4:
-        raise ValueError(f"q, k, v must share one (B, H, T, D) shape; got {tuple(q.shape)}, "
-                         f"{tuple(k.shape)}, {tuple(v.shape)}")
-    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.bfloat16, torch.float16):
-        raise ValueError(f"q, k, v dtypes {q.dtype}, {k.dtype}, {v.dtype}; allowed: one of "
-                         "float32, bfloat16, float16 for all three")
-    b, h, t, d = q.shape
-    if not 1 <= d <= MAX_HEAD_DIM:
-        raise ValueError(f"head dim D={d}; allowed: 1..{MAX_HEAD_DIM}")
-    if window < 0:
-        raise ValueError(f"window={window}; allowed: an integer >= 0")
-    if key_padding_mask is not None:
-        if tuple(key_padding_mask.shape) != (b, t):
-            raise ValueError(f"key_padding_mask shape {tuple(key_padding_mask.shape)}; "
-                             f"expected (B, T) = {(b, t)}")
-        key_padding_mask = key_padding_mask.to(device=q.device, dtype=torch.int8).contiguous()
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    if t == 0 or b * h == 0:
-        return q * 0.0                                                      # empty output
-    window = int(min(window, t))                                            # beyond T-1 nothing changes
-    q, k, v = (_unit_stride_last(x) for x in (q, k, v))
-    return SlidingWindowAttention.apply(q, k, v, window, key_padding_mask, scale)
+def tile_pairs(t: int, window: int, block_m: int, block_n: int) -> int:
+    """(query, key) pairs the forward multiplies per (batch, head): for every query block, every
+    key block its loop visits (the same bounds as `_fwd_kernel`), whole tiles."""
+    w, pairs = min(window, t), 0
+    for start_m in range(0, t, block_m):
+        lo = (max(start_m - w, 0) // block_n) * block_n
+        hi = min(start_m + block_m + w, t)
+        pairs += block_m * block_n * triton.cdiv(hi - lo, block_n)
+    return pairs

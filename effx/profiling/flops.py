@@ -1,8 +1,13 @@
-"""FLOP counting with PyTorch's FlopCounterMode, made to see fused attention on every device.
+"""FLOP counting with PyTorch's FlopCounterMode, made to see every attention kernel on every device.
 
 FlopCounterMode knows the CUDA SDPA kernels (flash, memory-efficient, cuDNN) but not the CPU one
 (``_scaled_dot_product_flash_attention_for_cpu``), which it counts as 0. We register that op and
 its backward with the same formulas, so attention is never silently free.
+effx's own kernels are torch.library custom ops with FLOP formulas in PyTorch's registry
+(``effx::sliding_window_forward`` / ``_backward``: the band, 2.5x backward), registered when
+``effx.attention`` is imported (done here): FlopCounterMode counts them whatever path ran, and
+never the ops inside them. Each attention spec's ``flops`` equals what is counted here
+(tests/test_flops.py); what a path computes beyond that is the spec's ``computed_flops``.
 Convention: 1 multiply-add = 2 FLOPs (PyTorch's convention).
 """
 from __future__ import annotations
@@ -11,6 +16,8 @@ from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+import effx.attention  # noqa: F401 - registers the FLOP formulas of effx's custom attention ops
 
 aten = torch.ops.aten
 

@@ -4,11 +4,12 @@ Run as a script (it sets TRITON_INTERPRET=1 itself, before triton is imported):
 
     python tests/kernel_checks/check_sliding_window.py [--only NAME ...] [--seed N]
 
-Each check compares the kernel with `attention_reference` computed in float64, on small odd shapes.
-Tolerance rule (flash-attention): in bf16/fp16 the kernel's max error against float64 may be at
-most 2x the error of the PyTorch fallback doing the same math in the same dtype, plus one
-rounding step at the largest value; in fp32 a plain atol. Prints one JSON line per check and exits
-with status 1 if any check fails.
+Each check runs the kernel through the public call (``sliding_window_attention(...,
+backend="triton")``, the custom op that autograd and FlopCounterMode see) on small odd shapes and
+holds it to effx's one tolerance rule (``effx.testing``): against `attention_reference` in
+float64, its error may be at most 2x the error of the same reference computed in the working
+dtype (plain PyTorch), plus one rounding step, for the output and every gradient, in every dtype.
+Prints one JSON line per check and exits with status 1 if any check fails.
 `tests/test_sliding_window_kernel.py` runs this script in a subprocess and reports each check.
 """
 from __future__ import annotations
@@ -25,13 +26,16 @@ import traceback  # noqa: E402
 import zlib  # noqa: E402
 
 import torch  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
+from effx.attention import ATTENTION  # noqa: E402
 from effx.attention import sliding_window as sw  # noqa: E402
 from effx.attention.reference import attention_reference, sliding_window_mask  # noqa: E402
-from effx.kernels.sliding_window_triton import sliding_window_attention_triton  # noqa: E402
+from effx.kernels import sliding_window_triton as kernel  # noqa: E402
+from effx.profiling.flops import count_flops  # noqa: E402
+from effx.testing import compare_paths, within_rule  # noqa: E402
 
 CHECKS = {}
-FP32_ATOL_OUT, FP32_ATOL_GRAD = 2e-5, 1e-4
 
 
 def check(fn):
@@ -47,53 +51,50 @@ def inputs(shape, dtype, gen, requires_grad=False):
     return [torch.randn(shape, generator=gen).to(dtype).requires_grad_(requires_grad) for _ in range(3)]
 
 
-def reference(q, k, v, window, kpm=None, scale=None):
-    """float64 band attention (differentiable) from the one dense reference."""
-    mask = sliding_window_mask(q.shape[2], window)
-    return attention_reference(q.double(), k.double(), v.double(), mask=mask, key_padding_mask=kpm,
-                               scale=scale)
+def triton_path(window, kpm=None, scale=None):
+    return lambda q, k, v: sw.sliding_window_attention(q, k, v, window=window, key_padding_mask=kpm,
+                                                       scale=scale, backend="triton")
 
 
-def max_err(a, b):
-    return (a.double() - b.double()).abs().max().item()
+def reference(window, kpm=None, scale=None, upcast=True):
+    """Band attention from the one dense reference: float64 (upcast) or in the inputs' dtype."""
+    return lambda q, k, v: attention_reference(q, k, v, mask=sliding_window_mask(q.shape[2], window),
+                                               key_padding_mask=kpm, scale=scale, upcast=upcast)
 
 
-def expect_close(name, got, ref, atol):
-    if not torch.isfinite(got).all():
-        raise CheckFailed(f"{name}: non-finite values in kernel output")
-    err = max_err(got, ref)
-    if err > atol:
-        raise CheckFailed(f"{name}: max |kernel - float64 ref| = {err:.3e} > atol {atol:.1e}")
-    return err
+def rule_forward(name, q, k, v, window, kpm=None, scale=None):
+    """The tolerance rule on the output alone (no gradients)."""
+    verdict = within_rule(name, triton_path(window, kpm, scale)(q, k, v),
+                          reference(window, kpm, scale, upcast=False)(q, k, v),
+                          reference(window, kpm, scale)(q.double(), k.double(), v.double()))
+    if not verdict.ok:
+        raise CheckFailed(str(verdict))
+    return f"{verdict.error:.1e}"
 
 
-def expect_rule(name, got, fallback, ref, dtype):
-    """Kernel error <= 2 x the PyTorch fallback's error in the same dtype (+ floor)."""
-    if not torch.isfinite(got).all():
-        raise CheckFailed(f"{name}: non-finite values in kernel output")
-    err, base = max_err(got, ref), max_err(fallback, ref)
-    one_rounding = torch.finfo(dtype).eps * ref.abs().max().item() + 1e-5   # one ulp at the largest value
-    if err > 2 * base + one_rounding:
-        raise CheckFailed(f"{name}: kernel error {err:.3e} > 2 x fallback error {base:.3e} + "
-                          f"one rounding {one_rounding:.1e} (dtype {dtype})")
-    return f"{name} {err:.2e} (fallback {base:.2e})"
+def rule_all(gen, b, h, t, d, window, dtype=torch.float32, kpm=None, scale=None):
+    """The tolerance rule on the output and dq, dk, dv for a random upstream gradient."""
+    q, k, v = inputs((b, h, t, d), dtype, gen)
+    do = torch.randn((b, h, t, d), generator=gen).to(dtype)
+    verdicts = compare_paths(triton_path(window, kpm, scale), reference(window, kpm, scale, upcast=False),
+                             reference(window, kpm, scale), q, k, v, do)
+    failed = [str(x) for x in verdicts if not x.ok]
+    if failed:
+        raise CheckFailed("; ".join(failed))
+    return "errors out/dq/dk/dv: " + ", ".join(f"{x.error:.1e} (bound {x.bound:.1e})" for x in verdicts)
 
 
-def forward_and_grads(fn, q, k, v, do, **kw):
-    out = fn(q, k, v, **kw)
-    grads = torch.autograd.grad(out, (q, k, v), do.to(out.dtype))
-    return out, grads
+class OpLog(TorchDispatchMode):
+    """Records the effx custom ops called and their arguments (observes; changes nothing)."""
 
+    def __init__(self):
+        super().__init__()
+        self.calls = []
 
-def grads_fp32(gen, b, h, t, d, window, kpm=None, scale=None):
-    q, k, v = inputs((b, h, t, d), torch.float32, gen, requires_grad=True)
-    do = torch.randn((b, h, t, d), generator=gen)
-    out, g = forward_and_grads(sliding_window_attention_triton, q, k, v, do, window=window,
-                               key_padding_mask=kpm, scale=scale)
-    ref, gr = forward_and_grads(reference, q, k, v, do, window=window, kpm=kpm, scale=scale)
-    errs = [expect_close("out", out, ref, FP32_ATOL_OUT)]
-    errs += [expect_close(n, a, r, FP32_ATOL_GRAD) for n, a, r in zip(("dq", "dk", "dv"), g, gr)]
-    return "max errors out/dq/dk/dv: " + ", ".join(f"{e:.1e}" for e in errs)
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "effx":
+            self.calls.append((func.__name__.split(".")[0], args))
+        return func(*args, **(kwargs or {}))
 
 
 # ------------------------------------------------------------------------------------- checks
@@ -103,9 +104,7 @@ def check_forward_band_fp32(gen):
     notes = []
     for b, h, t, d, w in [(2, 2, 63, 16, 5), (1, 2, 100, 32, 17), (1, 1, 130, 16, 40), (1, 1, 1, 16, 3)]:
         q, k, v = inputs((b, h, t, d), torch.float32, gen)
-        err = expect_close(f"T={t} D={d} w={w}", sliding_window_attention_triton(q, k, v, window=w),
-                           reference(q, k, v, w), FP32_ATOL_OUT)
-        notes.append(f"T={t},D={d},w={w}: {err:.1e}")
+        notes.append(f"T={t},D={d},w={w}: {rule_forward(f'T={t} D={d} w={w}', q, k, v, w)}")
     return "; ".join(notes)
 
 
@@ -113,18 +112,21 @@ def check_forward_band_fp32(gen):
 def check_window_ge_T_equals_dense(gen):
     q, k, v = inputs((1, 2, 63, 32), torch.float32, gen)
     dense = attention_reference(q.double(), k.double(), v.double())
+    plain = attention_reference(q, k, v, upcast=False)
     for w in (62, 63, 1000):
-        expect_close(f"window={w}", sliding_window_attention_triton(q, k, v, window=w), dense, FP32_ATOL_OUT)
+        verdict = within_rule(f"window={w}", triton_path(w)(q, k, v), plain, dense)
+        if not verdict.ok:
+            raise CheckFailed(str(verdict))
     return "window 62, 63, 1000 equal dense attention at T=63"
 
 
 @check
 def check_window_zero_returns_v(gen):
     q, k, v = inputs((2, 1, 37, 16), torch.float32, gen)
-    out = sliding_window_attention_triton(q, k, v, window=0)
-    expect_close("window=0 vs v", out, v, FP32_ATOL_OUT)
-    expect_close("window=0 vs reference", out, reference(q, k, v, 0), FP32_ATOL_OUT)
-    return "each query sees only itself"
+    out = triton_path(0)(q, k, v)
+    if not torch.equal(out, v):
+        raise CheckFailed(f"window=0 must return v exactly; max difference {(out - v).abs().max():.1e}")
+    return "each query sees only itself: out == v"
 
 
 @check
@@ -134,8 +136,8 @@ def check_key_padding(gen):
     kpm = torch.rand((b, t), generator=gen) > 0.3
     kpm[0, 80:] = False                                 # right padding
     kpm[1, 10:30] = False                               # a hole wider than 2w+1: empty rows 17..22
-    out = sliding_window_attention_triton(q, k, v, window=w, key_padding_mask=kpm)
-    expect_close("vs reference", out, reference(q, k, v, w, kpm), FP32_ATOL_OUT)
+    rule_forward("vs reference", q, k, v, w, kpm)
+    out = triton_path(w, kpm)(q, k, v)
     if out[1, :, 17:23].abs().max() != 0:
         raise CheckFailed("rows with no allowed key must be exactly zero")
     # padded keys/values must never change what real tokens see
@@ -143,17 +145,17 @@ def check_key_padding(gen):
     pad = ~kpm
     k2[pad[:, None, :, None].expand_as(k2)] = 1e4
     v2[pad[:, None, :, None].expand_as(v2)] = -1e4
-    out2 = sliding_window_attention_triton(q, k2, v2, window=w, key_padding_mask=kpm)
+    out2 = triton_path(w, kpm)(q, k2, v2)
     real = kpm[:, None, :, None].expand_as(out)
     if not torch.equal(out[real], out2[real]):
         raise CheckFailed("changing padded k/v changed real-token outputs by "
-                          f"{max_err(out[real], out2[real]):.2e}")
+                          f"{(out[real] - out2[real]).abs().max():.2e}")
     return "matches reference; empty rows are 0; padded k/v never leak into real tokens"
 
 
 @check
 def check_grads_fp32_band(gen):
-    return grads_fp32(gen, 1, 2, 63, 16, 5)
+    return rule_all(gen, 1, 2, 63, 16, 5)
 
 
 @check
@@ -161,19 +163,19 @@ def check_grads_fp32_padding_odd_T(gen):
     b, t = 2, 100
     kpm = torch.rand((b, t), generator=gen) > 0.25
     kpm[1, 40:60] = False                               # empty rows (w=4): zero grads there
-    return grads_fp32(gen, b, 1, t, 32, 4, kpm=kpm)
+    return rule_all(gen, b, 1, t, 32, 4, kpm=kpm)
 
 
 @check
 def check_grads_fp32_dense_and_window0(gen):
-    a = grads_fp32(gen, 1, 1, 45, 16, 200)
-    z = grads_fp32(gen, 1, 1, 45, 16, 0)
+    a = rule_all(gen, 1, 1, 45, 16, 200)
+    z = rule_all(gen, 1, 1, 45, 16, 0)
     return f"window>=T: {a}; window=0: {z}"
 
 
 @check
 def check_custom_scale_and_odd_head_dim(gen):
-    return grads_fp32(gen, 1, 1, 50, 24, 7, scale=0.37)
+    return rule_all(gen, 1, 1, 50, 24, 7, scale=0.37)
 
 
 @check
@@ -181,9 +183,7 @@ def check_large_head_dims_forward(gen):
     notes = []
     for d in (64, 128):
         q, k, v = inputs((1, 1, 40, d), torch.float32, gen)
-        err = expect_close(f"D={d}", sliding_window_attention_triton(q, k, v, window=9),
-                           reference(q, k, v, 9), FP32_ATOL_OUT)
-        notes.append(f"D={d}: {err:.1e}")
+        notes.append(f"D={d}: {rule_forward(f'D={d}', q, k, v, 9)}")
     return "; ".join(notes)
 
 
@@ -192,11 +192,9 @@ def check_non_contiguous_inputs(gen):
     b, t, h, d, w = 2, 33, 2, 16, 4
     base = [torch.randn((b, t, h, d), generator=gen) for _ in range(3)]
     q, k, v = (x.transpose(1, 2) for x in base)         # (B, H, T, D) views, stride_d = 1
-    expect_close("(B,T,H,D) views", sliding_window_attention_triton(q, k, v, window=w),
-                 reference(q, k, v, w), FP32_ATOL_OUT)
+    rule_forward("(B,T,H,D) views", q, k, v, w)
     qs, ks, vs = (torch.randn((b, h, t, 2 * d), generator=gen)[..., ::2] for _ in range(3))  # stride_d = 2
-    expect_close("stride_d=2", sliding_window_attention_triton(qs, ks, vs, window=w),
-                 reference(qs, ks, vs, w), FP32_ATOL_OUT)
+    rule_forward("stride_d=2", qs, ks, vs, w)
     return "transposed views and strided last dim"
 
 
@@ -211,41 +209,45 @@ def check_fp16_forward_and_grads(gen):
 
 
 def low_precision(gen, dtype):
-    b, h, t, d, w = 1, 2, 100, 32, 12
-    kpm = torch.ones((b, t), dtype=torch.bool)
+    kpm = torch.ones((1, 100), dtype=torch.bool)
     kpm[:, 90:] = False
-    q, k, v = inputs((b, h, t, d), dtype, gen, requires_grad=True)
-    do = torch.randn((b, h, t, d), generator=gen).to(dtype)
-    kw = dict(window=w, key_padding_mask=kpm)
-    out, g = forward_and_grads(sliding_window_attention_triton, q, k, v, do, **kw)
-    fb, gf = forward_and_grads(sw.sliding_window_attention_torch, q, k, v, do, **kw)
-    ref, gr = forward_and_grads(reference, q, k, v, do, window=w, kpm=kpm)
-    if out.dtype != dtype:
-        raise CheckFailed(f"output dtype {out.dtype}, expected {dtype}")
-    notes = [expect_rule("out", out, fb, ref, dtype)]
-    notes += [expect_rule(n, a, f, r, dtype) for n, a, f, r in zip(("dq", "dk", "dv"), g, gf, gr)]
-    return "; ".join(notes)
+    q = inputs((1, 1, 4, 4), dtype, gen)[0]
+    if triton_path(1)(q, q, q).dtype != dtype:
+        raise CheckFailed(f"output dtype {triton_path(1)(q, q, q).dtype}, expected {dtype}")
+    return rule_all(gen, 1, 2, 100, 32, 12, dtype=dtype, kpm=kpm)
 
 
 @check
 def check_public_dispatch_backend_triton(gen):
     q, k, v = inputs((1, 2, 40, 16), torch.float32, gen)
-    calls = []
-    original = sw.sliding_window_attention_triton
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return original(*args, **kwargs)
-
-    sw.sliding_window_attention_triton = spy
-    try:
+    with OpLog() as log:
         out = sw.sliding_window_attention(q, k, v, window=3, backend="triton")
-    finally:
-        sw.sliding_window_attention_triton = original
-    if not sw.HAS_TRITON_KERNEL or len(calls) != 1:
-        raise CheckFailed(f"HAS_TRITON_KERNEL={sw.HAS_TRITON_KERNEL}, kernel calls={len(calls)}")
-    expect_close("backend='triton'", out, reference(q, k, v, 3), FP32_ATOL_OUT)
+    paths = [args[-1] for name, args in log.calls]
+    if paths != ["triton"]:
+        raise CheckFailed(f"expected one effx op on the 'triton' path, saw {log.calls and paths}")
+    rule_forward("backend='triton'", q, k, v, 3)
     return "backend='triton' on CPU tensors runs the kernel (interpreter) and matches the reference"
+
+
+@check
+def check_flops_counted_equal_spec(gen):
+    """FlopCounterMode counts the band on the kernel path, forward and backward (2.5x), as the spec
+    says and as on the torch path: the same number whatever path ran."""
+    b, h, t, d, w = 2, 3, 71, 24, 9
+    spec = ATTENTION["sliding_window"]
+    counted = {}
+    for path in ("triton", "torch"):
+        q, k, v = inputs((b, h, t, d), torch.float32, gen, requires_grad=True)
+        out = []
+        fwd, _ = count_flops(lambda: out.append(spec.fn(q, k, v, window=w, backend=path)))
+        bwd, _ = count_flops(lambda: out[0].sum().backward())
+        counted[path] = (fwd, bwd)
+    want = (spec.flops(b, h, t, d, window=w), spec.backward_flops(b, h, t, d, window=w))
+    if counted["triton"] != counted["torch"] or any(abs(c - x) > 1e-9 * x for c, x in zip(counted["triton"], want)):
+        raise CheckFailed(f"counted {counted}, spec {want}")
+    tiles = spec.computed_flops(b, h, t, d, path="triton", window=w)
+    return (f"forward {want[0]:.0f}, backward {want[1]:.0f} FLOPs on both paths; the kernel "
+            f"multiplies {tiles / want[0]:.2f}x the band (blocks {kernel.forward_blocks()})")
 
 
 # ------------------------------------------------------------------------------------- driver
