@@ -143,6 +143,7 @@ def _wav2vec2(model: nn.Module, handle: Ablation) -> Iterator[None]:
 #: root class (module path, class name) -> (how its attention core is ablated, description)
 SUPPORTED: dict[tuple[str, str], tuple[Callable, str]] = {
     ("effx.models.encoder", "Encoder"): (_effx_encoder, "AttentionCore.forward -> values"),
+    ("effx.models.patch_encoder", "PatchEncoder"): (_effx_encoder, "AttentionCore.forward -> values"),
     ("transformers.models.bert.modeling_bert", "BertModel"):
         (_hf_attention_interface, "transformers attention interface -> values"),
     ("transformers.models.vit.modeling_vit", "ViTModel"):

@@ -118,7 +118,7 @@ PVT_V2 = (
 #: effx's own encoder (effx.models.encoder): the attention core is a module of its own. The root's
 #: own code is the embedding lookup's neighbour: the sinusoidal positions, counted as input
 EFFX_ENCODER = (
-    Rule("input", name=r"|embed"),
+    Rule("input", name=r"|embed|patch_embed"),     # PatchEncoder: the ViT patch embedding
     Rule("other", name=r"blocks"),
     Rule("norm_residual", name=r"blocks\.\d+(\.ln1|\.ln2)?|ln_f"),
     Rule("attention_core", name=r"blocks\.\d+\.attn(\.core)?"),
@@ -140,6 +140,7 @@ ROOTS = {
     ("transformers.models.swin.modeling_swin", "SwinModel"): "swin",
     ("transformers.models.pvt_v2.modeling_pvt_v2", "PvtV2Model"): "pvt_v2",
     ("effx.models.encoder", "Encoder"): "effx_encoder",
+    ("effx.models.patch_encoder", "PatchEncoder"): "effx_encoder",
 }
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from effx.errors import Unsupported
-from effx.models.encoder import EncoderConfig, Encoder, sinusoidal_positions
+from effx.models.encoder import Encoder, EncoderConfig, encoder_flops, sinusoidal_positions
 
 PATCH = 16
 
@@ -34,6 +34,10 @@ class PatchEncoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.ln_f(x)
+
+    def flops(self, batch: int, t: int) -> dict[str, float]:
+        """Analytic forward FLOPs of the blocks per component (``encoder_flops``)."""
+        return encoder_flops(self.cfg, batch, t, cores=[b.attn.core for b in self.blocks])
 
     def inputs(self, batch: int, side: int, device, dtype) -> tuple[dict, dict]:
         """Random pixels of a square image; Unsupported unless the side is a multiple of 16."""

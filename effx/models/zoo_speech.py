@@ -67,13 +67,6 @@ def speech_inputs(model, batch, length, device="cpu", dtype=torch.float32):
     return {"waveforms": wave.to(device=device, dtype=dtype or torch.float32)}
 
 
-def _sliding_backend(requested: str, x: torch.Tensor) -> str:
-    """Which path effx.attention.sliding_window takes for tensors on x's device."""
-    if requested == "auto":
-        return "triton" if (x.is_cuda and sw.HAS_TRITON_KERNEL) else "torch"
-    return requested
-
-
 def describe_speech(model, inputs):
     wave = inputs["waveforms"]
     samples = wave.shape[1]
@@ -84,7 +77,7 @@ def describe_speech(model, inputs):
             "frame_ms": 1000 * lhubert.frame_stride(model) / lhubert.SAMPLE_RATE}
     if label == "sliding_window":
         kw = lhubert.encoder_layers(model)[0].attention.attention_kwargs
-        backend = _sliding_backend(kw["backend"], wave)
+        backend = sw.resolve_backend(kw["backend"], wave)
         info.update(attention_path=f"sliding_window(window={kw['window']},backend={backend})",
                     window_frames=kw["window"])
     return info

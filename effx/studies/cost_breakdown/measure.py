@@ -90,10 +90,12 @@ def analytic_flops(point: dict, model, info: dict) -> dict[str, float] | None:
     models with a closed form (effx dense encoder, BERT, ViT, HuBERT); None otherwise. Counts what
     FlopCounterMode counts: matmuls, convolutions, attention (not norms, softmax, activations)."""
     b, name = point["batch"], point["model"].split(":")[0]
-    if point["modality"].startswith("controlled"):
-        if model.cfg.attention not in ("sdpa", "eager") or point["modality"] != "controlled":
-            return None
-        return dict(encoder_flops(model.cfg, b, info["sequence_length"]), input=0, other=0)
+    if point["modality"] == "controlled":           # every core as its spec counts it
+        return dict(model.flops(b, info["sequence_length"]), input=0, other=0)
+    if point["modality"] == "controlled_vision":
+        t, c = info["sequence_length"], model.cfg
+        patch = 2 * b * t * c.d_model * 3 * model.patch ** 2
+        return dict(model.flops(b, t), input=patch, other=0)
     c = getattr(model, "config", None)
     if name in ("bert", "vit"):
         cfg = EncoderConfig(d_model=c.hidden_size, n_heads=c.num_attention_heads,
