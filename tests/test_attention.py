@@ -192,7 +192,7 @@ def test_calling_a_spec_calls_its_function():
 def test_fused_chunk_math_equals_the_cpu_flash_kernel(dtype):
     """The plain-PyTorch chunk math (used off CPU) equals PyTorch's CPU flash kernel, forward and
     backward, masked rows (no allowed key) included."""
-    from effx.attention import sliding_window as sw
+    from effx.attention import sliding_window_torch as sw
     g = torch.Generator().manual_seed(1)
     q, do = (torch.randn(6, 4, 16, 8, generator=g, dtype=dtype) for _ in range(2))
     k, v = (torch.randn(6, 4, 40, 8, generator=g, dtype=dtype) for _ in range(2))

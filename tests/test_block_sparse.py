@@ -5,6 +5,9 @@ emulations through effx.testing.compare_paths (the one tolerance rule), on odd s
 D = 60, 24; block 16). The Triton kernel's checks run in a subprocess under TRITON_INTERPRET=1
 (tests/kernel_checks/check_block_sparse.py; the interpreter must be chosen before triton is first
 imported), each reported as its own test. The benchmark's smoke mode and no-GPU message too.
+Uneven layouts (BigBird's global block, SPION-like) check that the torch path's work follows the
+listed blocks (counted FLOPs); the layout cache is checked for hits and misses; the CSR index and
+the CSR backward are checked for intermediates larger than O(nnz).
 """
 from __future__ import annotations
 
@@ -19,9 +22,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from effx.attention import ATTENTION
 from effx.attention import block_sparse as bs
+from effx.attention.block_sparse_csr import block_sparse_attention_csr, element_csr
+from effx.attention.block_sparse_torch import block_sparse_attention_torch, plan_buckets
 from effx.attention.reference import attention_reference, block_layout_mask
 from effx.errors import ParameterError
+from effx.profiling.flops import count_flops
+from effx.spion.baselines import bigbird_layout
 from effx.testing import compare_paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,9 +58,21 @@ def padding(b, t, cut, seed=0):
     return kpm
 
 
+def uneven_layout(nb, heads=None, seed=0):
+    """BigBird-like: a band, a global first block row and column, a few random blocks; per head,
+    head 1 also has an empty row and a full last row."""
+    lay = bigbird_layout(nb, 0.3, seed=seed)
+    if heads is None:
+        return lay
+    lay = torch.stack([bigbird_layout(nb, 0.3, seed=seed + i) for i in range(heads)])
+    lay[1, 2], lay[1, -1] = False, True
+    return lay
+
+
 def assert_rule(backend, layout, block, shape, seed, softmax="standard", kpm=None, scale=None, mask=None,
                 reference=None):
-    """compare_paths: the path in fp32 vs plain dense fp32 vs float64, for out, dq, dk, dv."""
+    """compare_paths: the path in fp32 vs plain dense fp32 vs float64, for out, dq, dk, dv.
+    backend: a name for the public call, or a function (q, k, v, **kwargs) such as one path."""
     q, k, v, grad_out = rand(shape, seed)
     t = shape[2]
     if mask is None:
@@ -58,6 +81,8 @@ def assert_rule(backend, layout, block, shape, seed, softmax="standard", kpm=Non
     dense = reference or REFERENCES[softmax]
 
     def path(q, k, v):
+        if callable(backend):
+            return backend(q, k, v, layout=layout, block=block, key_padding_mask=kpm, scale=scale, softmax=softmax)
         return bs.block_sparse_attention(q, k, v, layout=layout, block=block, key_padding_mask=kpm, scale=scale,
                                          softmax=softmax, backend=backend)
 
@@ -106,6 +131,101 @@ def test_rows_without_a_selected_key_give_zeros(backend, softmax):
                                     backend=backend)
     assert out[:, :, 16:32].abs().max() == 0 and out[1, :, 48:].abs().max() == 0
     assert_rule(backend, layout, 16, (2, 2, 63, 24), 5, softmax=softmax, kpm=kpm)
+
+
+@pytest.mark.parametrize("softmax", bs.SOFTMAX)
+@pytest.mark.parametrize("backend", CPU_PATHS)
+def test_uneven_layouts_with_key_padding(backend, softmax):
+    # a global row (lists every block) beside short rows: several buckets on the torch path
+    shared, per_head = uneven_layout(9), uneven_layout(9, heads=3, seed=5)
+    assert len(plan_buckets(shared).buckets) > 1 and plan_buckets(per_head).empty.numel() == 1
+    assert_rule(backend, shared, 16, (3, 2, 137, 20), 11, softmax=softmax, kpm=padding(3, 137, 40, seed=11))
+    assert_rule(backend, per_head, 16, (2, 3, 140, 12), 12, softmax=softmax, kpm=padding(2, 140, 25, seed=12),
+                scale=0.4)
+
+
+@pytest.mark.parametrize("softmax", bs.SOFTMAX)
+def test_torch_path_in_batch_chunks_equals_the_reference(softmax):
+    # chunk_bytes=1: one batch item per chunk, every bucket run per chunk
+    def one_item_chunks(q, k, v, **kw):
+        return block_sparse_attention_torch(q, k, v, chunk_bytes=1, **kw)
+    assert_rule(one_item_chunks, uneven_layout(8, heads=2, seed=3), 8, (3, 2, 61, 12), 13, softmax=softmax,
+                kpm=padding(3, 61, 20, seed=13))
+
+
+def test_torch_path_work_follows_the_listed_blocks():
+    """BigBird's global block row lists all 16 blocks, the others 3 or 4: padding every row to 16
+    would compute 256 tiles; the buckets compute the 74 listed tiles plus 2 of padding."""
+    layout = bigbird_layout(16, 0.01)                          # band 1 + global block, no random block
+    listed = int(layout.sum())
+    b, h, t, d, block = 2, 2, 16 * 8, 4, 8
+    q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for _ in range(3))
+    outs = []
+    forward, per_op = count_flops(lambda: outs.append(bs.block_sparse_attention(q, k, v, layout=layout,
+                                                                                block=block, backend="torch")))
+    tiles = forward / (4 * b * h * block * block * d)
+    assert listed == 74 and listed <= tiles <= 1.05 * listed, per_op
+    backward, _ = count_flops(lambda: outs[0].sum().backward())
+    assert backward == 2 * forward
+
+
+@pytest.mark.parametrize("layout", [uneven_layout(7), uneven_layout(7, heads=3, seed=2), torch.zeros(7, 7, dtype=torch.bool)],
+                         ids=["bigbird", "per-head", "empty"])
+def test_counted_flops_equal_the_spec_for_uneven_layouts(layout):
+    spec = ATTENTION["block_sparse"]
+    b, h, t, d = 2, 3, 100, 12
+    q, k, v = (torch.randn(b, h, t, d, requires_grad=True) for _ in range(3))
+    kwargs = spec.call_options(t, block=16, layout=layout, backend="torch")
+    outs = []
+    forward, per_op = count_flops(lambda: outs.append(spec.fn(q, k, v, **kwargs)))
+    assert forward == spec.flops(b, h, t, d, block=16, layout=layout), per_op
+    backward, _ = count_flops(lambda: outs[0].sum().backward())
+    assert backward == spec.backward_flops(b, h, t, d, block=16, layout=layout)
+
+
+# ------------------------------------------------------------------------------ layout cache
+
+def test_layout_cache_hits_the_same_layout_and_misses_a_changed_one():
+    cache = bs.LAYOUT_CACHE
+    cache.clear()
+    q, k, v, _ = rand((2, 2, 63, 24), 14)
+    layout = random_layout(4, seed=14)
+
+    def run(lay):
+        return bs.block_sparse_attention(q, k, v, layout=lay, block=16, backend="torch")
+
+    def expected(lay):
+        return attention_reference(q.double(), k.double(), v.double(), mask=block_layout_mask(lay, 16, 63))
+
+    hits, misses = cache.hits, cache.misses
+    first, again = run(layout), run(layout)
+    assert (cache.hits - hits, cache.misses - misses) == (1, 1) and torch.equal(first, again)
+    layout[0, 3] = ~layout[0, 3]                                  # in place: the version counter moves
+    changed = run(layout)
+    assert (cache.hits - hits, cache.misses - misses) == (1, 2)
+    torch.testing.assert_close(changed.double(), expected(layout), atol=1e-5, rtol=1e-5)
+    run(layout[:, :])                                             # another tensor object (a view): a miss
+    assert cache.misses - misses == 3
+    other = layout.clone()
+    other[2, 0] = ~other[2, 0]
+    del layout                                                    # its entries go with it
+    assert all(entry[0]() is not None for entry in cache._entries.values())
+    torch.testing.assert_close(run(other).double(), expected(other), atol=1e-5, rtol=1e-5)
+    assert cache.misses - misses == 4
+
+
+def test_layout_cache_keeps_a_block_index_per_layout_and_block():
+    pytest.importorskip("triton")
+    from effx.kernels.block_sparse_triton import block_index
+    cache = bs.LayoutCache(size=2)
+    layout = random_layout(4, heads=2, seed=15)
+    first = cache.get(layout, ("triton", 16), lambda: block_index(layout.clone(), 16))
+    assert cache.get(layout, ("triton", 16), lambda: block_index(layout.clone(), 16)) is first
+    assert cache.get(layout, ("triton", 32), lambda: block_index(layout.clone(), 32)) is not first
+    layout.logical_not_()
+    rebuilt = cache.get(layout, ("triton", 16), lambda: block_index(layout.clone(), 16))
+    assert rebuilt is not first and torch.equal(rebuilt.layout, layout)
+    assert (cache.hits, cache.misses) == (1, 3) and len(cache._entries) == 2      # oldest entry out
 
 
 def test_faithful_differs_from_standard_by_the_zero_logits():
@@ -157,6 +277,54 @@ def test_element_csr_index_by_hand():
     crow, col = element_csr(torch.tensor([[True, False], [True, True]]), 2, 1, 1, 3,
                             torch.tensor([[True, True, False]]))
     assert crow.tolist() == [0, 2, 4, 6] and col.tolist() == [0, 1, 0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("heads, kpm", [(1, False), (3, False), (1, True), (3, True)])
+def test_element_csr_equals_the_dense_mask_index(heads, kpm):
+    b, h, t, block = 2, 3, 45, 8                              # T not a multiple of the block
+    layout = random_layout(6, heads=None if heads == 1 else heads, seed=16)
+    layout[..., 1, :] = False                                 # an empty query block
+    mask = padding(b, t, 9, seed=16) if kpm else None
+    dense = block_layout_mask(layout[None] if heads == 1 else layout, block, t).expand(b, h, t, t)
+    if mask is not None:
+        dense = dense & mask[:, None, None, :]
+    row, col = dense.reshape(b * h * t, t).nonzero(as_tuple=True)
+    crow, got = element_csr(layout, block, b, h, t, mask)
+    assert torch.equal(crow, torch.nn.functional.pad(torch.bincount(row, minlength=b * h * t).cumsum(0), (1, 0)))
+    assert torch.equal(got, col + (row // t) * t)
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest storage (bytes) any operator returns while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for x in tree_flatten(out)[0]:
+            if isinstance(x, torch.Tensor) and x.layout == torch.strided:
+                self.largest = max(self.largest, x.untyped_storage().nbytes())
+        return out
+
+
+def test_csr_index_and_backward_stay_within_o_nnz():
+    """No (T, T) mask while the index is built, no dense (B*H*T)^2 gradient in the backward:
+    one diagonal block per query block at T = 2048 (a (B, H, T, T) bool mask: 8x the index)."""
+    b, h, t, block = 1, 2, 2048, 32
+    layout = torch.eye(t // block, dtype=torch.bool)
+    with LargestTensor() as seen:
+        crow, col = element_csr(layout, block, b, h, t)
+    index_bytes = col.numel() * col.element_size()
+    assert col.numel() == b * h * t * block and b * h * t * t == 8 * index_bytes
+    assert seen.largest <= index_bytes, f"{seen.largest} bytes while building an index of {index_bytes}"
+    q, k, v = (torch.randn(b, h, t, 16, requires_grad=True) for _ in range(3))
+    out = block_sparse_attention_csr(q, k, v, layout=layout, block=block, softmax="faithful")
+    with LargestTensor() as seen:
+        out.sum().backward()
+    assert seen.largest <= 2 * index_bytes, f"{seen.largest} bytes in the backward, index {index_bytes}"
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v))
 
 
 def test_bad_arguments_name_the_parameter():

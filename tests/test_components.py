@@ -356,26 +356,26 @@ def test_saved_activations_are_attributed_without_weights():
     assert sum(one["saved_bytes"].values()) < weights / 10
 
 
-def test_study_parameters_and_points():
+def test_study_parameters_and_units():
     from effx.errors import ParameterError
-    from effx.params import validate
-    from effx.pipeline import profile_params
-    from effx.studies import cost_breakdown as study
-    P = validate("cost_breakdown", dict(profile_params("cost_breakdown", "tiny"), profile="tiny"))
-    pts = study.points(P)
-    modes = {(p["modality"], p["mode"]) for p in pts}
+    from effx.pipeline import profile_values
+    from effx.studies import get_study
+    study = get_study("cost_breakdown")
+    P = study.validate(dict(profile_values(study, "tiny"), profile="tiny"))
+    units = study.units(P)
+    modes = {(u.key["modality"], u.key["mode"]) for u in units}
     assert ("controlled", "training") in modes and ("text", "training") not in modes
-    assert len(pts) == sum(len(P["models"][m]) * (len(P["lengths"][m]) + len(P["training_lengths"].get(m, [])))
-                           for m in P["modalities"])
-    bad = dict(P, training_lengths={"text": [12.5]})
+    assert len(units) == sum(len(P["models"][m]) * (len(P["lengths"][m])
+                                                    + len(P["training_lengths"].get(m, [])))
+                             for m in P["modalities"])
     with pytest.raises(ParameterError, match="training_lengths"):
-        validate("cost_breakdown", bad)
+        study.validate(dict(profile_values(study, "tiny"), training_lengths={"text": [12.5]}))
 
 
 def test_attention_becomes_largest_where_its_share_overtakes_every_other_component():
     import pandas as pd
 
-    from effx.studies.cost_breakdown import attention_largest
+    from effx.studies.cost_breakdown.analysis import attention_largest
     rows = []
     for length, core, ffn in ((128, 0.2, 0.5), (512, 0.4, 0.4), (2048, 0.6, 0.3)):
         for comp, share in (("attention_core", core), ("feed_forward", ffn),
@@ -384,6 +384,6 @@ def test_attention_becomes_largest_where_its_share_overtakes_every_other_compone
                              length=length, kind="time", component=comp, value=share, share=share))
     out = attention_largest(pd.DataFrame(rows)).set_index("attention")
     assert out.loc["core", "status"] == "crossing"
-    assert out.loc["core", "length"] == pytest.approx(512)          # ties count as largest
+    assert out.loc["core", "length"] == pytest.approx(512)   # equal at 512, larger from there
     assert out.loc["all attention", "status"] == "crossing"                # 0.25 < 0.5, 0.45 > 0.4
     assert 128 < out.loc["all attention", "length"] < 512

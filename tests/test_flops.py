@@ -14,6 +14,7 @@ import torch
 
 from effx.attention import ATTENTION
 from effx.attention import sliding_window as sw
+from effx.attention.sliding_window_torch import _torch_forward
 from effx.profiling.flops import count_flops
 
 
@@ -73,7 +74,7 @@ def test_sliding_window_counts_the_band_and_reports_its_chunks_apart(case):
     spec = ATTENTION[name]
     q, k, v = (torch.randn(b, h, t, d) for _ in range(3))
     w = min(opts["window"], t - 1)
-    inner, per_op = count_flops(lambda: sw._torch_forward(q, k, v, w, d ** -0.5, None))
+    inner, per_op = count_flops(lambda: _torch_forward(q, k, v, w, d ** -0.5, None))
     assert inner == pytest.approx(spec.computed_flops(b, h, t, d, path="torch", **opts), rel=1e-12), per_op
     band = spec.flops(b, h, t, d, **opts)
     assert band == 4 * b * h * d * sw.band_pairs(t, w)

@@ -52,14 +52,16 @@ def is_oom(exc: BaseException) -> bool:
             or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()))
 
 
-def _set_threads(P: dict) -> int | None:
-    """Fix torch's CPU thread count to ``P["threads"]`` (studies without it: leave torch alone)."""
+def _set_threads(P: dict) -> tuple[int | None, int | None]:
+    """Fix torch's CPU thread count to ``P["threads"]`` (studies without it: leave torch alone);
+    returns (the count now, the count before) so that an in-process run can restore it."""
     if "threads" not in P:
-        return None
+        return None, None
     import torch
+    before = torch.get_num_threads()
     if P["threads"] and str(P.get("device", "cpu")) == "cpu":
         torch.set_num_threads(int(P["threads"]))
-    return torch.get_num_threads()
+    return torch.get_num_threads(), before
 
 
 def device_name(device: str) -> str:
@@ -77,8 +79,9 @@ def execute_here(study: Study, unit: Unit, P: dict, earlier: list[dict], checkpo
     info = {"host": socket.gethostname(), "pid": os.getpid(), "load_before": os.getloadavg()[0],
             "device_name": device_name(str(P.get("device", "cpu")))}
     t0 = time.perf_counter()
+    before = None
     try:
-        info["threads"] = _set_threads(P)
+        info["threads"], before = _set_threads(P)
         records = study.execute(unit, P, Context(earlier=earlier, log=log,
                                                  checkpoint_dir=checkpoint_dir))
         status = "done"
@@ -87,6 +90,10 @@ def execute_here(study: Study, unit: Unit, P: dict, earlier: list[dict], checkpo
         status = "oom" if is_oom(exc) else "failed"
         info["error"] = f"{type(exc).__name__}: {exc}"[:2000]
         info["traceback"] = traceback.format_exc()[-4000:]
+    finally:
+        if before is not None:
+            import torch
+            torch.set_num_threads(before)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     info["load_after"] = os.getloadavg()[0]
     return status, records, info
