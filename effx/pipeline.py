@@ -152,6 +152,13 @@ def measure_study(study: Study, profile: str, overrides: dict, runner: str = "pr
     return summary.seconds, "ok" if not summary.failed else "failed"
 
 
+def write_statuses(folder: Path) -> None:
+    """The status table the methods page includes, from the one place each status is defined."""
+    from effx.report import statuses_markdown
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "statuses.md").write_text(statuses_markdown())
+
+
 def toc_text() -> str:
     """book/_toc.yml from the registry: parts in order, chapters by position."""
     from effx.study import PARTS
@@ -228,9 +235,7 @@ def _dispatch(args) -> int:
                   "book/_toc.yml is out of date: run `python -m effx.pipeline toc`")
             return 0 if ok else 1
         TOC_PATH.write_text(toc_text())
-        from effx.report import statuses_markdown           # the methods page includes it
-        GENERATED_DIR.mkdir(parents=True, exist_ok=True)
-        (GENERATED_DIR / "statuses.md").write_text(statuses_markdown())
+        write_statuses(GENERATED_DIR)
         return 0
     profile = resolve_profile(args.profile)
     names = [n for n, s in registry().items() if args.command == "run" or s.measures]
@@ -256,6 +261,8 @@ def _dispatch(args) -> int:
     for name in chosen:                     # every notebook's parameters, before any kernel starts
         parameters(get_study(name), profile, overrides)
     print(f"effx: profile '{profile}', {args.command}: {', '.join(chosen)}", flush=True)
+    if args.command == "run":
+        write_statuses(args.out)
     results, total = [], 0.0
     for name in chosen:
         study = get_study(name)
