@@ -173,8 +173,13 @@ def toc_text() -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan(names: list[str], profile: str) -> list[dict]:
-    """Units and estimated seconds per study (the studies' own cost estimates)."""
+def plan(names: list[str], profile: str, calibrate: str = "quick",
+         speedup: float = 1.0) -> list[dict]:
+    """Units and estimated seconds per study. A study's units carry relative costs (``cost_s``);
+    the seconds per cost unit are calibrated on the units already recorded under ``calibrate``
+    (their measured ``info.seconds``), then divided by ``speedup`` (e.g. a GPU's advantage over
+    the calibrating CPU, a rough guess the caller states)."""
+    from effx.results import ResultStore
     rows = []
     for name in names:
         study = get_study(name)
@@ -182,8 +187,26 @@ def plan(names: list[str], profile: str) -> list[dict]:
             continue
         P = study.validate(dict(parameters(study, profile, {}), profile=profile))
         units = study.units(P)
-        rows.append({"study": name, "units": len(units), "estimate_s": sum(u.cost_s for u in units)})
+        rate = _seconds_per_cost(study, calibrate, ResultStore(name, calibrate))
+        cost = sum(u.cost_s for u in units)
+        rows.append({"study": name, "units": len(units), "cost": cost, "calibrated": rate is not None,
+                     "estimate_s": (cost * rate / speedup) if rate is not None else None})
     return rows
+
+
+def _seconds_per_cost(study: Study, profile: str, store) -> float | None:
+    """Measured seconds per unit of ``cost_s`` over the recorded units of ``profile``."""
+    try:
+        P = study.validate(dict(parameters(study, profile, {}), profile=profile))
+    except ParameterError:
+        return None
+    costs = {u.id: u.cost_s for u in study.units(P)}
+    spent = cost = 0.0
+    for unit, recs in store.records_by_unit().items():
+        seconds = recs[0].get("info", {}).get("seconds")
+        if unit in costs and seconds:
+            spent, cost = spent + seconds, cost + costs[unit]
+    return spent / cost if cost else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         sp.add_argument("--checkpoints", default=None,
                         help="checkpoint root every worker can reach (default data/results/checkpoints)")
         sp.add_argument("--out", type=Path, default=GENERATED_DIR)
+        if cmd == "plan":
+            sp.add_argument("--calibrate", default="quick",
+                            help="profile whose recorded units give the seconds per cost unit")
+            sp.add_argument("--speedup", type=float, default=1.0,
+                            help="assumed speed of the target device over the calibrating one")
     sub.add_parser("list")
     merge = sub.add_parser("merge")
     merge.add_argument("sources", nargs="+", type=Path)
@@ -253,10 +281,14 @@ def _dispatch(args) -> int:
     if overrides and len(chosen) != 1:
         raise ParameterError("PARAMS", overrides, "parameters for exactly one notebook (NB=...)")
     if args.command == "plan":
-        rows = plan(chosen, profile)
+        rows = plan(chosen, profile, args.calibrate, args.speedup)
         for r in rows:
-            print(f"{r['study']:20s} {r['units']:4d} units  ~{duration(r['estimate_s'])}")
-        print(f"total ~{duration(sum(r['estimate_s'] for r in rows))}")
+            est = (f"~{duration(r['estimate_s'])}" if r["calibrated"]
+                   else f"cost {r['cost']:.0f} (no '{args.calibrate}' records to calibrate on)")
+            print(f"{r['study']:20s} {r['units']:4d} units  {est}")
+        known = [r["estimate_s"] for r in rows if r["calibrated"]]
+        print(f"total ~{duration(sum(known))} (calibrated on '{args.calibrate}', speedup "
+              f"{args.speedup:g}x)")
         return 0
     for name in chosen:                     # every notebook's parameters, before any kernel starts
         parameters(get_study(name), profile, overrides)

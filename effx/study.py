@@ -54,6 +54,8 @@ class Unit:
     gpus / cpus: resources one execution needs (the Ray backend reserves them).
     after: ids of units that must be recorded before this one starts (a Transkimmer job waits for
         its baseline's), whatever their series.
+    worker: units with different tags never share a worker process (the tipping-point study's
+        runs: each repetition of a sweep in a fresh process).
     """
     key: dict
     label: str
@@ -62,6 +64,7 @@ class Unit:
     gpus: int = 0
     cpus: int = 1
     after: tuple[str, ...] = ()
+    worker: str = ""
 
     @property
     def id(self) -> str:

@@ -73,8 +73,3 @@ def peak_memory_bytes(fn: Callable[[], object], device: str | torch.device = "cp
     if device.type == "cuda":
         return _cuda_peak(fn, device)
     return _cpu_peak(fn)
-
-
-def tensor_bytes(module: torch.nn.Module) -> int:
-    """Bytes held by a module's parameters and buffers."""
-    return sum(t.numel() * t.element_size() for t in list(module.parameters()) + list(module.buffers()))

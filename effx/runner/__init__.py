@@ -69,9 +69,11 @@ def unit_done(records: list[dict], P: dict) -> bool:
     return True
 
 
-def make_backend(name: str, P: dict, log, address: str | None = None, output: str | None = None):
+def make_backend(name: str, P: dict, log, address: str | None = None, output: str | None = None,
+                 tick=lambda: None):
     if name == "process":
-        return ProcessBackend(default_limit_bytes(P.get("memory_limit_gb")), log=log, output=output)
+        return ProcessBackend(default_limit_bytes(P.get("memory_limit_gb")), log=log, output=output,
+                              tick=tick)
     if name == "inline":
         return InlineBackend(log=log)
     if name == "ray":
@@ -126,7 +128,7 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
     root = checkpoint_dir or os.environ.get(CHECKPOINT_ENV)
     checkpoints = Path(root) / study.name if root else store.folder.parent / "checkpoints" / study.name
     output = store.folder / "logs" / f"{study.name}.log"       # the worker's own output
-    engine = make_backend(backend, P, progress.note, address, str(output))
+    engine = make_backend(backend, P, progress.note, address, str(output), progress.tick)
     inflight: dict[str, tuple[Unit, object]] = {}              # series -> (unit, handle)
     try:
         while queues or inflight:

@@ -64,20 +64,18 @@ def _set_threads(P: dict) -> tuple[int | None, int | None]:
     return torch.get_num_threads(), before
 
 
-def device_name(device: str) -> str:
-    """The hardware behind a device: GPU model, else CPU model."""
-    if device.startswith("cuda"):
-        import torch
-        return torch.cuda.get_device_name(device)
-    from effx.provenance import cpu_model
-    return cpu_model()
-
-
 def execute_here(study: Study, unit: Unit, P: dict, earlier: list[dict], checkpoint_dir: str | None,
                  log: Callable[[str], None]) -> tuple[str, list[Record], dict]:
     """Run one unit in this process: (status, records, info). Never raises for the unit's errors."""
+    device = str(P.get("device", "cpu"))
+    if device.startswith("cuda"):
+        from effx.device import device_name
+        hardware = device_name(device)
+    else:                                          # no torch import for studies that need none
+        from effx.provenance import cpu_model
+        hardware = cpu_model()
     info = {"host": socket.gethostname(), "pid": os.getpid(), "load_before": os.getloadavg()[0],
-            "device_name": device_name(str(P.get("device", "cpu")))}
+            "device_name": hardware}
     t0 = time.perf_counter()
     before = None
     try:
@@ -159,9 +157,10 @@ class ProcessBackend(_OneAtATime):
     spawn, which re-imports the caller's main script: a notebook kernel or a user's script)."""
 
     def __init__(self, limit_bytes: int, log: Callable[[str], None] = print,
-                 output: str | None = None, **_):
-        self.limit, self.log, self.output = int(limit_bytes), log, output
+                 output: str | None = None, tick: Callable[[], None] = lambda: None, **_):
+        self.limit, self.log, self.output, self.tick = int(limit_bytes), log, output, tick
         self.proc = self.conn = self._send = None
+        self.tag = None                                   # the worker tag of the running process
 
     def _start(self) -> None:
         to_child_r, to_child_w = os.pipe()
@@ -207,9 +206,10 @@ class ProcessBackend(_OneAtATime):
 
     def run(self, study: Study, unit: Unit, P: dict, earlier: list[dict],
             checkpoint_dir: str | None) -> Outcome:
-        if not self._alive():
-            self._kill()
+        if not self._alive() or unit.worker != self.tag:   # a fresh process for a new tag
+            self.close()
             self._start()
+            self.tag = unit.worker
         t0, peak = time.perf_counter(), 0
         self._send.send((study, unit, P, earlier, checkpoint_dir))
         while True:
@@ -225,6 +225,7 @@ class ProcessBackend(_OneAtATime):
                     _, status, records, info = msg
                     info["worker_peak_rss_bytes"] = max(peak, self._rss())
                     return Outcome(unit, status, records, info)
+            self.tick()
             rss = self._rss()
             peak = max(peak, rss)
             if rss > self.limit:

@@ -74,6 +74,10 @@ class Progress:
         self.note_text = text.strip().splitlines()[-1][:160] if text.strip() else ""
         self._show()
 
+    def tick(self) -> None:
+        """A heartbeat while a unit runs: the elapsed time and ETA move every few seconds."""
+        self._show()
+
     def finish(self, cost: float) -> None:
         self.done += 1
         self.done_cost += cost

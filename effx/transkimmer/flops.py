@@ -62,8 +62,3 @@ def padded_batch_flops(lengths, batches, dims: Dims, pad_to: int | None = None) 
     what a padded baseline is charged."""
     total = sum(len(b) * baseline_flops(pad_to or max(lengths[i] for i in b), dims) for b in batches)
     return total / sum(len(b) for b in batches)
-
-
-def predictor_overhead(n: int, dims: Dims) -> float:
-    """Predictors' share of a no-skim forward: the price paid before anything is skimmed."""
-    return dims.layers * predictor_flops(n, dims.hidden) / baseline_flops(n, dims)

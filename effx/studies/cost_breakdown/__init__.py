@@ -17,15 +17,15 @@ from effx.study import Study, Unit, require
 from effx.studies.tipping_points import PARAMETERS as TP, check as tp_check
 
 MODALITIES = tuple(builders.MODALITIES)
-DEFAULT_MODELS = {"text": ["bert", "longformer"], "speech": ["hubert", "lhubert"],
-                  "vision": ["vit", "swin"], "controlled": ["dense_sdpa", "sliding_window"],
+DEFAULT_MODELS = {"text": ["bert"], "speech": ["hubert", "lhubert"], "vision": ["vit"],
+                  "controlled": ["dense_sdpa", "sliding_window"],
                   "controlled_vision": ["vit_dense", "vit_window"]}
-DEFAULT_LENGTHS = {"text": [128, 512], "speech": [2.0, 8.0], "vision": [224],
+DEFAULT_LENGTHS = {"text": [128, 512], "speech": [2.0], "vision": [224],
                    "controlled": [512, 2048], "controlled_vision": [224]}
 
 PARAMETERS = {
     # the tipping-point study's checks: both accept exactly the same models and lengths
-    "modalities": TP["modalities"].with_default(["text", "speech", "vision", "controlled"]),
+    "modalities": TP["modalities"].with_default(list(MODALITIES)),
     "models": TP["models"].with_default(DEFAULT_MODELS),
     "lengths": TP["lengths"].with_default(DEFAULT_LENGTHS,
                                           "inference lengths per modality: tokens, seconds, px"),
@@ -39,7 +39,7 @@ PARAMETERS = {
     "lhubert_window": TP["lhubert_window"],
     "device": TP["device"],
     "dtype": TP["dtype"],
-    "repeats": p.positive_int("rounds of (plain, ablated, profiled) steps per point", default=10),
+    "repeats": p.positive_int("rounds of (plain, ablated, profiled) steps per point", default=6),
     "threads": TP["threads"],
     "budget_s": p.positive_number("a point whose plain step takes longer than this (s) is not "
                                   "timed (FLOPs and memory per component still are)", default=8.0),

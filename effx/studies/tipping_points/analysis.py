@@ -128,3 +128,38 @@ def what_ran(store, P: dict) -> pd.DataFrame:
                      "timing": info.get("timing", ""),
                      "throughput batch": info.get("throughput_batch")})
     return pd.DataFrame(rows).sort_values(["modality", "model", "length"]) if rows else pd.DataFrame()
+
+
+def fairness_notes(store, P: dict) -> str:
+    """What makes a pair unlike-for-like, computed from what ran (markdown bullets): BigBird's
+    switch to full attention, Longformer's padding and global attention, the vision pairs."""
+    ran = what_ran(store, P)
+    data = frame(store, P)
+    notes = []
+    if len(ran) and (ran.model == "bigbird").any():
+        bb = ran[ran.model == "bigbird"]
+        full = bb[bb.observed == "original_full"].length
+        recs = [r for r in store.records() if r["point"].get("model") == "bigbird"]
+        limit = next((r["info"].get("full_attention_up_to") for r in recs
+                      if r["info"].get("full_attention_up_to")), None)
+        notes.append(f"- **BigBird** runs BERT's full attention up to {limit} tokens (its config's "
+                     f"rule; observed in its attention module at "
+                     f"{', '.join(f'{x:g}' for x in full) or 'no measured length'} tokens): "
+                     "against BERT it can only tie there.")
+    flops = data[(data.metric == "flops") & (data.status == "ok")] if len(data) else data
+    if len(flops) and {"longformer", "bert"} <= set(flops.model):
+        m = flops.pivot_table(index="length", columns="model", values="value", aggfunc="first")
+        m = m[["bert", "longformer"]].dropna()
+        if len(m):
+            L = m.index.min()
+            lf = ran[(ran.model == "longformer") & (ran.length == L)]
+            padded = lf["padded"].iloc[0] if len(lf) else None
+            notes.append(f"- **Longformer** pads every input to a multiple of its window (at {L:g} "
+                         f"tokens it processes {padded}) and adds global attention for one token "
+                         f"with its own Q/K/V projections: at {L:g} tokens it counts "
+                         f"{m.longformer[L] / m.bert[L]:.2f}x BERT's FLOPs.")
+    if "vision" in P["modalities"]:
+        notes.append("- **Swin and PVTv2** differ from ViT in far more than attention (stages, "
+                     "convolutions, patch merging): the *controlled vision* pair, where only the "
+                     "attention changes, is the like-for-like comparison.")
+    return "\n".join(notes) or "Nothing to note for the models measured."
