@@ -25,6 +25,18 @@ BOOK_DIR = REPO_ROOT / "book"
 BOOK_TEST_PROFILE = "tiny"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Every test in one torch thread: the models are tiny, the machine has 2 shared cores (two
+    OpenMP threads contending with other jobs once made tiny forwards ~100x slower), and a run
+    resumed from a checkpoint equals an uninterrupted one only at one thread count."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def effx_subprocess_env(results_dir: Path | None = None) -> dict[str, str]:
     """Environment for effx subprocesses: offline hubs, the venv first on PATH, and (when given)
     a private results store so that tests never write into data/results."""

@@ -24,12 +24,6 @@ ABLATABLE = [("bert", "sdpa"), ("bert", "eager"), ("vit", "sdpa"), ("vit", "eage
 NOT_ABLATABLE = ["longformer", "bigbird", "nystromformer", "swin", "pvt_v2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(name, impl="sdpa"):

@@ -7,14 +7,6 @@ from effx.models import lhubert
 from effx.models.zoo_speech import HUBERT_TINY
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread. On a shared 2-core machine, two OpenMP threads contending
-    with other jobs made these forwards ~100x slower (8 ms -> 1 s). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -74,3 +74,20 @@ def test_a_model_of_another_modality_is_refused_with_the_models_of_that_modality
         tp.validate({"models": {"text": ["hubert"]}, "modalities": ["text"]})
     message = str(err.value)
     assert "models['text']" in message and "bert" in message and "lhubert" not in message.split("allowed:")[1]
+
+
+def test_a_missing_glue_folder_says_where_it_looked(monkeypatch, tmp_path):
+    missing = tmp_path / "no-glue-here"
+    monkeypatch.setenv("EFFX_GLUE_DIR", str(missing))
+    with pytest.raises(ParameterError) as err:
+        get_study("transkimmer_glue").validate({})
+    assert "'tasks'" in str(err.value) and str(missing) in str(err.value)
+
+
+def test_a_missing_dataset_names_where_it_looked_and_how_to_install_it(monkeypatch, tmp_path):
+    from effx.data.images import fashion_mnist_arrays
+    from effx.errors import MissingData
+    monkeypatch.setenv("EFFX_FASHION_MNIST_DIR", str(tmp_path))
+    with pytest.raises(MissingData) as err:
+        fashion_mnist_arrays("train")
+    assert str(tmp_path) in str(err.value) and "apt-get install dataset-fashion-mnist" in str(err.value)

@@ -1,13 +1,11 @@
 """Profiler: timing of a known cost, memory of a known allocation, FLOPs, sweeps with OOM and resume."""
 import time
 
-import pytest
 import torch
 
 from effx.profiling import (count_flops, make_step, measure_step, peak_memory_bytes,
                             time_alternating, time_callable)
 from effx.profiling.timing import fixed_threads, summarize
-from effx.results import ResultStore, metric
 
 
 def test_timing_a_known_sleep():

@@ -12,8 +12,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ pytest.importorskip("triton")
 
 from effx.attention import sliding_window as sw  # noqa: E402
 from effx.kernels import sliding_window_triton as kernel  # noqa: E402
+from kernel_checks.pytest_side import interpreter_tests, run_script  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKER = REPO / "tests" / "kernel_checks" / "check_sliding_window.py"
@@ -48,42 +47,8 @@ CHECK_NAMES = [
 ]
 
 
-def interpreter_env() -> dict:
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
-
-
-def run_script(args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=interpreter_env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def checker():
-    """Run every kernel check once; returns (process, {name: result})."""
-    proc = run_script([CHECKER])
-    results = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            results[record["check"]] = record
-    return proc, results
-
-
-@pytest.mark.parametrize("name", CHECK_NAMES)
-def test_kernel_under_interpreter(checker, name):
-    proc, results = checker
-    if name not in results:
-        pytest.fail(f"the checker did not report {name!r} (exit status {proc.returncode}); "
-                    f"stderr tail:\n{proc.stderr[-4000:]}")
-    result = results[name]
-    assert result["ok"], f"{name} (seed {result['seed']}):\n{result['detail']}"
-
-
-def test_checker_reports_exactly_the_listed_checks(checker):
-    proc, results = checker
-    assert sorted(results) == sorted(CHECK_NAMES), "update CHECK_NAMES to match the checker's registry"
-    assert proc.returncode == (0 if all(r["ok"] for r in results.values()) else 1), proc.stderr[-4000:]
+checker, test_kernel_under_interpreter, test_checker_reports_exactly_the_listed_checks = \
+    interpreter_tests(CHECKER, CHECK_NAMES)
 
 
 def test_kernel_module_imports():

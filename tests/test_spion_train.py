@@ -16,12 +16,6 @@ from effx.spion.pattern import layout_density
 from effx.spion.train import SpionRun, SpionRunConfig, lr_factor, train_run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def tiny(**overrides) -> SpionRunConfig:

@@ -2,7 +2,6 @@
 and what really ran, on tiny real models."""
 import io
 
-import pytest
 
 from effx.results import ResultStore
 from effx.runner import run_study

@@ -69,15 +69,6 @@ def test_dependencies_are_explicit():
 
 
 # -- running: tiny but real -----------------------------------------------------------------------
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Resume equals straight-through only at one thread count: fix it for the whole module
-    (earlier test modules may have changed it)."""
-    import torch
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

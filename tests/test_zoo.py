@@ -15,14 +15,6 @@ from effx.errors import Unsupported
 LENGTHS = {"text": (100, 800), "speech": (0.5, 1.0), "vision": (224, 256)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread. On a shared 2-core machine, two OpenMP threads contending
-    with other jobs made these forwards ~100x slower (8 ms -> 1 s). Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run(entry, model, length, batch=2, **kw):

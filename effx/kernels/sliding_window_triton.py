@@ -25,7 +25,6 @@ forward really multiplies (whole blocks around the band) are ``tile_pairs``.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import torch

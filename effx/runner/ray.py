@@ -17,6 +17,7 @@ every node can reach, and a retried unit resumes there.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 
 from effx.errors import ParameterError
@@ -37,7 +38,6 @@ def _ray():
 
 def _execute(study, unit, P, earlier, checkpoint_dir, fingerprint, limit_bytes):
     """The Ray task: check the code, then run the unit in a guarded worker process."""
-    import socket
     mine = code_fingerprint()
     if mine != fingerprint:
         return ("failed", [], {"host": socket.gethostname(),
@@ -52,6 +52,15 @@ def _execute(study, unit, P, earlier, checkpoint_dir, fingerprint, limit_bytes):
     return out.status, out.records, out.info
 
 
+def _answers(address: str, timeout_s: float = 5.0) -> None:
+    """Raise ConnectionError unless `host:port` accepts a connection (Ray itself retries ~20 times)."""
+    host, sep, port = address.rpartition(":")
+    if address in ("auto", "local") or "://" in address or not sep or not port.isdigit():
+        return                              # Ray resolves these itself
+    with socket.create_connection((host, int(port)), timeout=timeout_s):
+        pass
+
+
 class RayBackend:
     """Units as Ray tasks (see module docstring)."""
     capacity = 10**6                        # Ray queues tasks by resources; one per series
@@ -63,11 +72,13 @@ class RayBackend:
         self.started = not ray.is_initialized() and address is None
         env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
+            if address is not None and not ray.is_initialized():
+                _answers(address)
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False, runtime_env={"env_vars": env},
                          **({"num_cpus": os.cpu_count()} if address is None else {}))
-        except (ConnectionError, RuntimeError, ValueError) as exc:
+        except (OSError, RuntimeError, ValueError) as exc:
             raise ParameterError("address", address, "the address of a running Ray cluster "
                                  "(`ray start --head` prints it), or none for a local one",
                                  why=f"it does not answer: {exc}") from None

@@ -118,6 +118,28 @@ def execute(unit: Unit, P: dict, ctx) -> list[Record]:
     return list(records.values())
 
 
+def table(store, P: dict) -> pd.DataFrame:
+    """The store's tidy table restricted to the variants and lengths of ``P``."""
+    t = store.table()
+    if t.empty or "variant" not in t:
+        return t
+    return t[t.variant.isin(P["variants"]) & t.length.isin(P["lengths"])]
+
+
+def not_measured(store, P: dict) -> pd.DataFrame:
+    """Points not measured (out of memory, unsupported) or not timed (the time budget), and why."""
+    rows = []
+    for rec in store.records():
+        pt, info = rec["point"], rec.get("info", {})
+        if pt.get("length") not in P["lengths"] or pt.get("mode") not in P["modes"]:
+            continue
+        why = info.get("timing") or info.get("reason") or info.get("cause") or info.get("error")
+        if rec["status"] != "ok" or info.get("timing"):
+            rows.append({"variant": pt.get("variant", "all (the unit's worker)"), "mode": pt["mode"],
+                         "length": pt["length"], "status": rec["status"], "why": why})
+    return pd.DataFrame(rows, columns=["variant", "mode", "length", "status", "why"])
+
+
 def headline_numbers(table: pd.DataFrame) -> dict[str, float]:
     """Ratios at the longest length where sdpa, eager and sliding_window were all timed."""
     ok = table[(table.status == "ok") & (table["mode"] == "inference")]
@@ -136,6 +158,8 @@ def headline_numbers(table: pd.DataFrame) -> dict[str, float]:
         out["eager_over_sdpa_memory"] = at.peak_memory_bytes["eager"] / max(at.peak_memory_bytes["sdpa"], 1.0)
     if "flops" in at:
         out["sliding_over_sdpa_flops"] = at.flops["sliding_window"] / at.flops["sdpa"]
+        # how far the sliding window's time ratio is from its work ratio (1 = as fast per FLOP)
+        out["sliding_time_over_work"] = out["sliding_over_sdpa_latency"] / out["sliding_over_sdpa_flops"]
     return out
 
 

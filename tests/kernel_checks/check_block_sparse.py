@@ -17,31 +17,24 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # must precede any triton import
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-import zlib  # noqa: E402
 
 import torch  # noqa: E402
+
+from harness import CheckFailed, Checks  # noqa: E402
 
 from effx.attention import block_sparse as bs  # noqa: E402
 from effx.attention.reference import attention_reference, block_layout_mask  # noqa: E402
 from effx.kernels.block_sparse_triton import block_index, block_sparse_attention_triton  # noqa: E402
 from effx.testing import compare_paths  # noqa: E402
 
-CHECKS = {}
+checks = Checks(__doc__)
+
 REFERENCES = {"standard": attention_reference, "faithful": bs.faithful_reference}
 
 
-def check(fn):
-    CHECKS[fn.__name__.removeprefix("check_")] = fn
-    return fn
 
 
-class CheckFailed(AssertionError):
-    pass
 
 
 def random_layout(gen, heads, nb, p=0.35):
@@ -88,7 +81,7 @@ def padding(gen, b, t, cut):
 
 # ------------------------------------------------------------------------------------- checks
 
-@check
+@checks.register
 def check_all_ones_layout_equals_dense(gen):
     t, block = 63, 16
     ones = torch.ones(4, 4, dtype=torch.bool)
@@ -100,19 +93,19 @@ def check_all_ones_layout_equals_dense(gen):
     return " | ".join(notes)
 
 
-@check
+@checks.register
 def check_band_layout_equals_element_mask(gen):
     return expect_rule("band width 1, T=100, D=24", gen, (2, 2, 100, 24), bs.band_layout(7, 1), 16)
 
 
-@check
+@checks.register
 def check_per_head_layout_key_padding_standard(gen):
     b, h, t = 2, 2, 100
     layout = random_layout(gen, h, 7)
     return expect_rule("per-head layout + padding", gen, (b, h, t, 24), layout, 16, kpm=padding(gen, b, t, 30))
 
 
-@check
+@checks.register
 def check_faithful_matches_emulation(gen):
     b, h, t = 2, 2, 100
     notes = [expect_rule("shared layout", gen, (b, h, t, 24), random_layout(gen, None, 7), 16, softmax="faithful")]
@@ -121,7 +114,7 @@ def check_faithful_matches_emulation(gen):
     return " | ".join(notes)
 
 
-@check
+@checks.register
 def check_empty_rows_give_zeros(gen):
     b, h, t, d, block = 2, 1, 63, 24, 16
     layout = random_layout(gen, None, 4)
@@ -142,7 +135,7 @@ def check_empty_rows_give_zeros(gen):
     return " | ".join(notes)
 
 
-@check
+@checks.register
 def check_padded_keys_never_leak(gen):
     b, h, t, d, block = 2, 2, 90, 24, 16
     layout = random_layout(gen, h, 6)
@@ -159,7 +152,7 @@ def check_padded_keys_never_leak(gen):
     return "changing padded keys and values changes nothing (both softmax modes)"
 
 
-@check
+@checks.register
 def check_sub_tiles_block32(gen):
     """block 32 split into tiles of 16 rows and/or keys (several programs per block, several inner
     steps per block), T=90 (a partial last block)."""
@@ -171,28 +164,28 @@ def check_sub_tiles_block32(gen):
     return " | ".join(notes)
 
 
-@check
+@checks.register
 def check_custom_scale_and_non_contiguous(gen):
     layout = random_layout(gen, None, 4)
     return expect_rule("scale 0.37, (B,T,H,D) views", gen, (2, 2, 63, 24), layout, 16, scale=0.37,
                        softmax="faithful", views=True)
 
 
-@check
+@checks.register
 def check_bf16_forward_and_grads(gen):
     b, h, t = 1, 2, 100
     return " | ".join(expect_rule(s, gen, (b, h, t, 24), random_layout(gen, None, 7), 16, dtype=torch.bfloat16,
                                   kpm=padding(gen, b, t, 10), softmax=s) for s in ("standard", "faithful"))
 
 
-@check
+@checks.register
 def check_fp16_forward_and_grads(gen):
     b, h, t = 1, 2, 100
     return expect_rule("faithful", gen, (b, h, t, 24), random_layout(gen, h, 7), 16, dtype=torch.float16,
                        kpm=padding(gen, b, t, 10), softmax="faithful")
 
 
-@check
+@checks.register
 def check_prebuilt_block_index(gen):
     layout = random_layout(gen, 2, 4)
     q, k, v = (torch.randn((1, 2, 63, 24), generator=gen) for _ in range(3))
@@ -204,7 +197,7 @@ def check_prebuilt_block_index(gen):
     return f"BlockIndex reused: {index.nnz_blocks} listed blocks, same output"
 
 
-@check
+@checks.register
 def check_public_dispatch_backend_triton(gen):
     layout = random_layout(gen, None, 4)
     q, k, v = (torch.randn((1, 2, 63, 24), generator=gen) for _ in range(3))
@@ -230,37 +223,5 @@ def check_public_dispatch_backend_triton(gen):
     return f"backend='triton' runs the kernel once (auto on CPU does not); error {err:.1e}"
 
 
-# ------------------------------------------------------------------------------------- driver
-
-def run(names, seed):
-    failed = 0
-    for name in names:
-        gen = torch.Generator().manual_seed(seed + zlib.crc32(name.encode()))
-        t0 = time.perf_counter()
-        try:
-            detail, ok = CHECKS[name](gen), True
-        except CheckFailed as exc:
-            detail, ok = str(exc), False
-        except Exception:  # noqa: BLE001 - a crash is a failure with its traceback
-            detail, ok = traceback.format_exc(), False
-        failed += not ok
-        print(json.dumps({"check": name, "ok": ok, "seconds": round(time.perf_counter() - t0, 2),
-                          "seed": seed, "detail": detail}), flush=True)
-    return failed
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run only these checks")
-    parser.add_argument("--list", action="store_true", help="print the check names and exit")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.list:
-        print("\n".join(CHECKS))
-        return 0
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    return 1 if run(args.only or list(CHECKS), args.seed) else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(checks.main(sys.argv[1:]))

@@ -18,14 +18,11 @@ import os
 
 os.environ["TRITON_INTERPRET"] = "1"  # must precede any triton import
 
-import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-import zlib  # noqa: E402
 
 import torch  # noqa: E402
+
+from harness import CheckFailed, Checks  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from effx.attention import ATTENTION  # noqa: E402
@@ -35,16 +32,12 @@ from effx.kernels import sliding_window_triton as kernel  # noqa: E402
 from effx.profiling.flops import count_flops  # noqa: E402
 from effx.testing import compare_paths, within_rule  # noqa: E402
 
-CHECKS = {}
+checks = Checks(__doc__)
 
 
-def check(fn):
-    CHECKS[fn.__name__.removeprefix("check_")] = fn
-    return fn
 
 
-class CheckFailed(AssertionError):
-    pass
+
 
 
 def inputs(shape, dtype, gen, requires_grad=False):
@@ -99,7 +92,7 @@ class OpLog(TorchDispatchMode):
 
 # ------------------------------------------------------------------------------------- checks
 
-@check
+@checks.register
 def check_forward_band_fp32(gen):
     notes = []
     for b, h, t, d, w in [(2, 2, 63, 16, 5), (1, 2, 100, 32, 17), (1, 1, 130, 16, 40), (1, 1, 1, 16, 3)]:
@@ -108,7 +101,7 @@ def check_forward_band_fp32(gen):
     return "; ".join(notes)
 
 
-@check
+@checks.register
 def check_window_ge_T_equals_dense(gen):
     q, k, v = inputs((1, 2, 63, 32), torch.float32, gen)
     dense = attention_reference(q.double(), k.double(), v.double())
@@ -120,7 +113,7 @@ def check_window_ge_T_equals_dense(gen):
     return "window 62, 63, 1000 equal dense attention at T=63"
 
 
-@check
+@checks.register
 def check_window_zero_returns_v(gen):
     q, k, v = inputs((2, 1, 37, 16), torch.float32, gen)
     out = triton_path(0)(q, k, v)
@@ -129,7 +122,7 @@ def check_window_zero_returns_v(gen):
     return "each query sees only itself: out == v"
 
 
-@check
+@checks.register
 def check_key_padding(gen):
     b, h, t, d, w = 2, 2, 100, 32, 6
     q, k, v = inputs((b, h, t, d), torch.float32, gen)
@@ -153,12 +146,12 @@ def check_key_padding(gen):
     return "matches reference; empty rows are 0; padded k/v never leak into real tokens"
 
 
-@check
+@checks.register
 def check_grads_fp32_band(gen):
     return rule_all(gen, 1, 2, 63, 16, 5)
 
 
-@check
+@checks.register
 def check_grads_fp32_padding_odd_T(gen):
     b, t = 2, 100
     kpm = torch.rand((b, t), generator=gen) > 0.25
@@ -166,19 +159,19 @@ def check_grads_fp32_padding_odd_T(gen):
     return rule_all(gen, b, 1, t, 32, 4, kpm=kpm)
 
 
-@check
+@checks.register
 def check_grads_fp32_dense_and_window0(gen):
     a = rule_all(gen, 1, 1, 45, 16, 200)
     z = rule_all(gen, 1, 1, 45, 16, 0)
     return f"window>=T: {a}; window=0: {z}"
 
 
-@check
+@checks.register
 def check_custom_scale_and_odd_head_dim(gen):
     return rule_all(gen, 1, 1, 50, 24, 7, scale=0.37)
 
 
-@check
+@checks.register
 def check_large_head_dims_forward(gen):
     notes = []
     for d in (64, 128):
@@ -187,7 +180,7 @@ def check_large_head_dims_forward(gen):
     return "; ".join(notes)
 
 
-@check
+@checks.register
 def check_non_contiguous_inputs(gen):
     b, t, h, d, w = 2, 33, 2, 16, 4
     base = [torch.randn((b, t, h, d), generator=gen) for _ in range(3)]
@@ -198,12 +191,12 @@ def check_non_contiguous_inputs(gen):
     return "transposed views and strided last dim"
 
 
-@check
+@checks.register
 def check_bf16_forward_and_grads(gen):
     return low_precision(gen, torch.bfloat16)
 
 
-@check
+@checks.register
 def check_fp16_forward_and_grads(gen):
     return low_precision(gen, torch.float16)
 
@@ -217,11 +210,11 @@ def low_precision(gen, dtype):
     return rule_all(gen, 1, 2, 100, 32, 12, dtype=dtype, kpm=kpm)
 
 
-@check
+@checks.register
 def check_public_dispatch_backend_triton(gen):
     q, k, v = inputs((1, 2, 40, 16), torch.float32, gen)
     with OpLog() as log:
-        out = sw.sliding_window_attention(q, k, v, window=3, backend="triton")
+        sw.sliding_window_attention(q, k, v, window=3, backend="triton")
     paths = [args[-1] for name, args in log.calls]
     if paths != ["triton"]:
         raise CheckFailed(f"expected one effx op on the 'triton' path, saw {log.calls and paths}")
@@ -229,7 +222,7 @@ def check_public_dispatch_backend_triton(gen):
     return "backend='triton' on CPU tensors runs the kernel (interpreter) and matches the reference"
 
 
-@check
+@checks.register
 def check_flops_counted_equal_spec(gen):
     """FlopCounterMode counts the band on the kernel path, forward and backward (2.5x), as the spec
     says and as on the torch path: the same number whatever path ran."""
@@ -250,37 +243,5 @@ def check_flops_counted_equal_spec(gen):
             f"multiplies {tiles / want[0]:.2f}x the band (blocks {kernel.forward_blocks()})")
 
 
-# ------------------------------------------------------------------------------------- driver
-
-def run(names, seed):
-    failed = 0
-    for name in names:
-        gen = torch.Generator().manual_seed(seed + zlib.crc32(name.encode()))
-        t0 = time.perf_counter()
-        try:
-            detail, ok = CHECKS[name](gen), True
-        except CheckFailed as exc:
-            detail, ok = str(exc), False
-        except Exception:  # noqa: BLE001 - a crash is a failure with its traceback
-            detail, ok = traceback.format_exc(), False
-        failed += not ok
-        print(json.dumps({"check": name, "ok": ok, "seconds": round(time.perf_counter() - t0, 2),
-                          "seed": seed, "detail": detail}), flush=True)
-    return failed
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", nargs="*", choices=sorted(CHECKS), help="run only these checks")
-    parser.add_argument("--list", action="store_true", help="print the check names and exit")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.list:
-        print("\n".join(CHECKS))
-        return 0
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    return 1 if run(args.only or list(CHECKS), args.seed) else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(checks.main(sys.argv[1:]))

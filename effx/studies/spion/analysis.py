@@ -98,3 +98,22 @@ def switch_curve(store, task: str, method: str = "spion_cf") -> pd.DataFrame:
                              "relative change": change,
                              "switched at": rec["info"].get("switched_at")})
     return pd.DataFrame(rows)
+
+
+def answer(c: dict, lengths: dict) -> str:
+    """One paragraph for the introduction, from ``claims``: per task, SPION-CF's density, its
+    sparse step and its attention against dense, and its accuracy against the others."""
+    parts = []
+    for task in sorted({k.split("_")[0] for k in c if k.endswith("_step_speedup")}):
+        text = (f"on {task} ({lengths.get(task, '?')} tokens) SPION-CF kept {c[f'{task}_density']:.0%} "
+                f"of the attention blocks; its sparse training step ran at "
+                f"{c[f'{task}_step_speedup']:.2f}x the speed of a dense step and its attention at "
+                f"{c[f'{task}_alone_speedup']:.2f}x")
+        if f"{task}_acc_vs_dense" in c:
+            text += f", for {c[f'{task}_acc_vs_dense']:+.1f} accuracy points against dense"
+        parts.append(text)
+    if not parts:
+        return "No SPION run is recorded yet."
+    return ("Measured on this machine's CPU, " + "; ".join(parts) + ". The paper's "
+            f"{PAPER_SPEEDUP:.2f}x is a GPU speedup over other sparse-attention implementations; "
+            "the chapter says why ours differ.")

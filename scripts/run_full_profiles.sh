@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The committed CPU reference runs (profile `full`), in plain Python (no notebooks):
+#   bash scripts/run_full_profiles.sh timing      # attention_scaling, tipping_points, cost_breakdown
+#                                                 # (STUDIES="tipping_points" for some of them)
+#   bash scripts/run_full_profiles.sh training    # transkimmer_glue (training only) and spion
+#   bash scripts/run_full_profiles.sh wallclock   # transkimmer_glue's wall-clock units
+# Timing runs need an idle machine: run nothing beside them (the machine's load is recorded with
+# every unit, and the chapters warn when it was high). Training runs resume where they stopped
+# (checkpoints under data/results/checkpoints/); run them as `nohup ... &` and come back.
+# Afterwards commit data/results/full/: every later `make book` shows these runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+measure() { echo "$(date -u +%FT%TZ) load $(cut -d' ' -f1 /proc/loadavg): $*"; "$PY" -m effx.pipeline measure --profile full "$@"; }
+case "${1:-timing}" in
+  timing)
+    for study in ${STUDIES:-attention_scaling tipping_points cost_breakdown}; do measure --only "$study"; done ;;
+  training)   # two one-thread workers: the long SST-2 chain beside everything else
+    measure --only transkimmer_glue -p tasks '["SST-2"]' -p wall_clock False &
+    { measure --only transkimmer_glue -p tasks '["CoLA", "STS-B", "MRPC", "RTE"]' -p wall_clock False &&
+      measure --only spion; } &
+    wait ;;
+  wallclock)  # alone on the machine
+    measure --only transkimmer_glue ;;
+  *) echo "usage: $0 timing|training|wallclock" >&2; exit 2 ;;
+esac
