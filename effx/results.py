@@ -160,7 +160,17 @@ class ResultStore:
         return out
 
     def runs(self) -> dict[str, dict]:
-        return {r["run_id"]: r for r in read_jsonl(self.runs_path)}
+        """This study's runs (the profile's runs.jsonl is shared by every study)."""
+        return {r["run_id"]: r for r in read_jsonl(self.runs_path)
+                if r.get("study", self.study) == self.study}
+
+    def latest_params(self) -> dict:
+        """The parameters of the latest run that wrote records here (how a reference run was made)."""
+        used = {r.get("run_id") for r in self.records()}
+        runs = [r for r in self.runs().values() if r["run_id"] in used]
+        if not runs:
+            raise LookupError(f"no run of '{self.study}' wrote records to {self.path}")
+        return dict(runs[-1]["params"])                # runs.jsonl is appended in time order
 
     def exists(self) -> bool:
         return self.path.exists()

@@ -94,3 +94,20 @@ def test_merging_folders_from_two_machines_keeps_every_unit_once_and_reports_con
     assert [r["metrics"]["x"]["value"] for r in recs if r["unit"] == "u2"] == [2.0]   # latest run
     assert len(report["conflicts"]) == 1 and report["runs"] == 2
     assert len(read_jsonl(tmp_path / "merged" / "runs.jsonl")) == 2
+
+
+def test_a_store_sees_only_its_own_study_runs_and_the_latest_params(tmp_path):
+    # every study of a profile shares runs.jsonl: a reference section must not pick another's run
+    other = ResultStore("other", "unit", root=tmp_path)
+    other.start_run({"batch_size": 32})
+    put(other, {"x": 1})
+    mine = ResultStore("demo", "unit", root=tmp_path)
+    mine.start_run({"lengths": [1]})
+    put(mine, {"x": 1})
+    mine.start_run({"lengths": [2]})
+    put(mine, {"x": 2})
+    mine.start_run({"lengths": [3]})                 # a run that wrote nothing
+    assert {r["study"] for r in mine.runs().values()} == {"demo"}
+    assert mine.latest_params() == {"lengths": [2]}
+    with pytest.raises(LookupError, match="no run of 'empty'"):
+        ResultStore("empty", "unit", root=tmp_path).latest_params()

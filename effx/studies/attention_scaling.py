@@ -165,4 +165,4 @@ def headline_numbers(table: pd.DataFrame) -> dict[str, float]:
 
 STUDY = Study(name="attention_scaling", title="Attention operators in isolation",
               part="Foundations", position=10, parameters=PARAMETERS, units=units,
-              execute=execute, gpu_priority=1, share_s=90)
+              execute=execute, gpu_priority=1, share_s=140)
