@@ -106,9 +106,9 @@ def answer(c: dict, lengths: dict) -> str:
     parts = []
     for task in sorted({k.split("_")[0] for k in c if k.endswith("_step_speedup")}):
         text = (f"on {task} ({lengths.get(task, '?')} tokens) SPION-CF kept {c[f'{task}_density']:.0%} "
-                f"of the attention blocks; its sparse training step ran at "
-                f"{c[f'{task}_step_speedup']:.2f}x the speed of a dense step and its attention at "
-                f"{c[f'{task}_alone_speedup']:.2f}x")
+                f"of the attention blocks; its sparse training step ran "
+                f"{c[f'{task}_step_speedup']:.2f}x as fast as a dense step and its attention "
+                f"{c[f'{task}_alone_speedup']:.2f}x as fast as dense attention")
         if f"{task}_acc_vs_dense" in c:
             text += f", for {c[f'{task}_acc_vs_dense']:+.1f} accuracy points against dense"
         parts.append(text)
