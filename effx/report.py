@@ -50,6 +50,10 @@ def _short(value, width: int = 90) -> str:
     return text if len(text) <= width else text[:width - 3] + "..."
 
 
+#: committed profiles every chapter shows beside the build's own run (whatever its profile)
+REFERENCE_PROFILES = ("full", "gpu")
+
+
 def committed_store(study: str, profile: str, current_profile: str):
     """The store of a committed profile (``gpu``, ``full``) when it exists and is not the one this
     build measures; else None."""

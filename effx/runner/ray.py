@@ -72,9 +72,9 @@ class RayBackend:
         self.started = not ray.is_initialized() and address is None
         env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
-            if address is not None and not ray.is_initialized():
-                _answers(address)
             if not ray.is_initialized():
+                if address is not None:
+                    _answers(address)
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
                          configure_logging=False, runtime_env={"env_vars": env},
                          **({"num_cpus": os.cpu_count()} if address is None else {}))
