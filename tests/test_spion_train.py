@@ -197,3 +197,20 @@ def test_resume_after_a_kill_equals_straight_through(tmp_path):
         assert torch.equal(a, b), name
     with pytest.raises(ParameterError):
         SpionRun(tiny(checkpoint_every=5, seed=1), checkpoint=ckpt)     # another run's file
+
+
+def test_the_introduction_and_the_comparison_quote_the_same_claims():
+    from effx.studies.spion import analysis as A
+    c = {"ListOps_step_speedup": 1.81, "ListOps_alone_speedup": 2.58, "ListOps_density": 0.07,
+         "ListOps_acc_vs_dense": -0.4, "ListOps_step_vs_sliding_window": 0.93}
+    lengths = {"ListOps": 512, "Image": 576}
+    intro = A.answer(c, lengths)
+    bullets = A.task_claims(c, ["ListOps", "Image"], lengths).splitlines()
+    short = A.task_claim(c, "ListOps", 512)
+    head = short.split("; accuracy")[0]                      # the step vs fixed patterns follows it
+    assert short in intro and bullets[0].startswith(f"- **ListOps**: {head}")
+    assert "-0.4 points against dense" in bullets[0]
+    assert "1.81x" in short and "2.58x" in short and "7%" in short and "-0.4" in short
+    assert "0.93x" in bullets[0] and "0.93x" not in intro          # the detail stays in the chapter
+    assert bullets[1] == "- **Image**: no SPION-CF run recorded."
+    assert A.answer({}, lengths) == "No SPION run is recorded yet."

@@ -133,10 +133,11 @@ def not_measured(store, P: dict) -> pd.DataFrame:
         pt, info = rec["point"], rec.get("info", {})
         if pt.get("length") not in P["lengths"] or pt.get("mode") not in P["modes"]:
             continue
+        if rec["status"] == "ok" and not info.get("timing"):
+            continue
         why = info.get("timing") or info.get("reason") or info.get("cause") or info.get("error")
-        if rec["status"] != "ok" or info.get("timing"):
-            rows.append({"variant": pt.get("variant", "all (the unit's worker)"), "mode": pt["mode"],
-                         "length": pt["length"], "status": rec["status"], "why": why})
+        rows.append({"variant": pt.get("variant", "all (the unit's worker)"), "mode": pt["mode"],
+                     "length": pt["length"], "status": rec["status"], "why": why})
     return pd.DataFrame(rows, columns=["variant", "mode", "length", "status", "why"])
 
 
