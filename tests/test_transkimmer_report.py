@@ -97,6 +97,20 @@ def test_verdict_requires_a_real_wall_clock_speedup(flops, wall, met):
         assert ratio_ok and "not met" in wall_sentence
 
 
+@pytest.mark.parametrize("flops, verdict_end", [(4.0, "Target undecided until the wall clock is measured."),
+                                                 (1.4, "Target not met.")])
+def test_wall_clock_not_yet_measured_is_said_not_guessed(flops, verdict_end):
+    t = table(tk_flops=flops)
+    t = t[~t.metric.str.startswith("speedup_")]          # training units only, no wall-clock unit
+    seeds = R.seed_summary(R.summary(t))
+    head = R.headline(seeds)
+    verdict = R.target_verdict(head)
+    assert verdict.endswith(verdict_end) and "nan" not in verdict.lower()
+    assert "not measured yet" in verdict
+    text = R.paper_comparison(head, seeds)
+    assert "nan" not in text.lower() and "batch 32 against length-sorted batches: not measured" in text
+
+
 def test_paper_table_and_comparison():
     seeds = R.seed_summary(R.summary(table()))
     head = R.headline(seeds)
