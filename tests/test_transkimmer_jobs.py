@@ -192,3 +192,11 @@ def test_every_method_runs_and_reports_what_it_measured(minilm2, straight):
     fewer, _ = run_job(tiny(minilm2, "fewer_layers", layers=1), folder, log=_quiet)
     assert fewer["flops_method"]["value"] < 0.6 * fewer["flops_reference"]["value"]
     assert "keep_l0" not in fewer
+
+
+def test_the_equal_budget_reference_can_be_trained_in_a_run_of_its_own():
+    from effx.studies import get_study
+    study = get_study("transkimmer_glue")
+    P = study.validate({"profile": "tiny", "lambdas": {"CoLA": [0.3]},     # none for SST-2
+                        "references": ["baseline_continued"], "wall_clock": False})
+    assert [u.key["method"] for u in study.units(P)] == ["baseline", "baseline_continued"]

@@ -94,7 +94,8 @@ def jobs(P: dict) -> list[Job]:
                 for plr in P["predictor_lrs"]:
                     out.append(base.with_method("transkimmer", skim_lambda=lam, predictor_lr=plr,
                                                 variant=P["variant"], distill=P["distill"], **stage2))
-            if "baseline_continued" in P["references"] and lambdas:
+            if "baseline_continued" in P["references"]:   # even with no lambda in this run: a
+                # long chain (SST-2) can train its Transkimmer settings in runs of their own
                 out.append(base.with_method("baseline_continued", **stage2))
             if "fewer_layers" in P["references"]:
                 out += [base.with_method("fewer_layers", layers=k) for k in P["fewer_layers"]]
