@@ -116,7 +116,9 @@ def test_paper_table_and_comparison():
     head = R.headline(seeds)
     paper = R.paper_table(head)
     assert list(paper.columns) == ["task", "metric", "baseline", "transkimmer", "flops_speedup",
-                                   "padding_alone_speedup", "paper_transkimmer", "paper_speedup"]
+                                   "padding_alone_speedup", "paper_transkimmer", "paper_speedup",
+                                   "published_6x384_baseline"]
+    assert paper.published_6x384_baseline.iloc[0] == R.PUBLISHED_6X384["SST-2"]
     assert paper.paper_speedup.isna().all() and paper.padding_alone_speedup.iloc[0] == 4.0
     text = R.paper_comparison(head, seeds)
     assert "10.97x" in text and "not quoted" in text and "4.00x" in text
