@@ -122,6 +122,12 @@ def test_paper_table_and_comparison():
     assert paper.paper_speedup.isna().all() and paper.padding_alone_speedup.iloc[0] == 4.0
     text = R.paper_comparison(head, seeds)
     assert "10.97x" in text and "not quoted" in text and "4.00x" in text
+    assert "closest" not in text                   # lambda 2 is within 1 point
+    far = table()
+    far.loc[(far.method == "transkimmer") & (far.metric == "accuracy"), "value"] -= 0.05
+    far_seeds = R.seed_summary(R.summary(far))
+    assert "where no setting is within 1 point, the closest one: SST-2" in R.paper_comparison(
+        R.headline(far_seeds), far_seeds)
     names = R.glue_names(head)
     assert names["tk_sst2_flops_speedup"] == pytest.approx(4.0) and names["tk_sst2_seeds"] == 3
 
