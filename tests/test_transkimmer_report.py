@@ -147,3 +147,33 @@ def test_frontier_of_all_methods_and_plots():
     grid = F.trace_frame(table(), "SST-2", setting_text="lambda 2")
     assert grid.shape == (4, 6) and grid.loc["1:a"].tolist() == [1, 0, 0, 0, 0, 0]
     assert grid.loc["0:[CLS]"].sum() == 6
+
+
+def test_coverage_counts_what_the_plan_has_recorded():
+    cov = pd.DataFrame([
+        {"task": "SST-2", "method": "baseline", "unit": "SST-2 baseline (seed 0)", "status": "ok"},
+        {"task": "SST-2", "method": "baseline", "measure": "wall_clock",
+         "unit": "SST-2 baseline (seed 0): wall clock", "status": "not run"},
+        {"task": "SST-2", "method": "transkimmer", "unit": "SST-2 transkimmer (seed 0)",
+         "status": "failed"},
+        {"task": "SST-2", "method": "transkimmer", "unit": "SST-2 transkimmer (seed 1)",
+         "status": "not run"},
+        {"task": "RTE", "method": "baseline", "unit": "RTE baseline (seed 0)", "status": "not run"}])
+    t = R.coverage_table(cov).set_index("task")
+    assert t.loc["SST-2", "jobs"] == "1 of 3" and t.loc["SST-2", "wall clock"] == "0 of 1"
+    assert t.loc["SST-2", "failed"] == 1 and t.loc["SST-2", "jobs not yet run"] == "transkimmer 1"
+    assert t.loc["RTE", "jobs"] == "0 of 1" and t.loc["RTE", "wall clock"] == "0 of 0"
+    assert R.coverage_table(pd.DataFrame()).empty
+
+
+def test_the_committed_plan_is_read_from_its_profile():
+    from effx.pipeline import parameters
+    from effx.results import ResultStore
+    from effx.runner import coverage
+    from effx.studies import get_study
+    study = get_study("transkimmer_glue")
+    plan = study.validate(parameters(study, "tiny", {}))
+    rows = coverage(study, plan, ResultStore(study.name, "no-such-profile"))
+    assert len(rows) == len(study.units(plan)) > 0
+    assert {r["status"] for r in rows} == {"not run"} and {"task", "method", "unit"} <= set(rows[0])
+    assert R.coverage_table(rows).jobs.iloc[0].startswith("0 of ")

@@ -69,6 +69,19 @@ def unit_done(records: list[dict], P: dict) -> bool:
     return True
 
 
+def coverage(study: Study, P: dict, store: ResultStore) -> list[dict]:
+    """Every unit ``P`` plans, with its recorded status in ``store`` ("not run" when nothing is
+    recorded; else "ok" or the failure's status): how much of a plan (e.g. a committed reference
+    profile) was carried out. One dict per unit: its key, ``unit`` (label) and ``status``."""
+    by_unit = store.records_by_unit()
+    rows = []
+    for u in study.units(P):
+        statuses = [r["status"] for r in by_unit.get(u.id, [])]
+        status = next((s for s in statuses if s != "ok"), "ok") if statuses else "not run"
+        rows.append({**u.key, "unit": u.label, "status": status})
+    return rows
+
+
 def make_backend(name: str, P: dict, log, address: str | None = None, output: str | None = None,
                  tick=lambda: None):
     if name == "process":
