@@ -20,6 +20,7 @@ CHANGED = dict(task="CoLA", encoder="bert-base-uncased", seed=1, subset=100, max
                freeze_word_embeddings=False, device="cuda", skim_epochs=3.0, skim_lr=3e-5,
                init="pretrained", predictor_lr=1e-3, skim_lambda=1.0, variant="paper", tau=0.5,
                keep_bias=3.0, distill=0.5, distill_temperature=2.0, frozen_epochs=0.5, layers=2,
+               layer_choice="spread",
                flops_target=0.3, prune_layers=(2, 4), dev_subset=50, timing_examples=64,
                timing_repeats=5, counted_flops_examples=4)
 
@@ -200,3 +201,14 @@ def test_the_equal_budget_reference_can_be_trained_in_a_run_of_its_own():
     P = study.validate({"profile": "tiny", "lambdas": {"CoLA": [0.3]},     # none for SST-2
                         "references": ["baseline_continued"], "wall_clock": False})
     assert [u.key["method"] for u in study.units(P)] == ["baseline", "baseline_continued"]
+
+
+def test_records_made_before_the_layer_choice_read_as_the_first_layers():
+    old_key = {k: v for k, v in Job("SST-2", "fewer_layers", layers=2).key().items()
+               if k != "layer_choice"}
+    assert Job.from_key(old_key).layer_choice == "first"
+    from effx.studies import get_study
+    study = get_study("transkimmer_glue")
+    P = study.validate({"profile": "tiny", "references": ["fewer_layers"], "wall_clock": False})
+    cut = [u.key for u in study.units(P) if u.key["method"] == "fewer_layers"]
+    assert {k["layer_choice"] for k in cut} == {"spread"} and len(cut) == len(P["fewer_layers"])

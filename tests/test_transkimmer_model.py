@@ -190,6 +190,20 @@ def test_fewer_layer_cut_is_the_first_k_layers():
         cut_layers(tiny_bert(layers=4), 5)
 
 
+def test_spread_cut_keeps_layers_over_the_depth_ending_with_the_last():
+    from effx.transkimmer.encoders import LAYER_CHOICES, kept_layers
+    from effx.transkimmer.jobs import LAYER_CHOICES as JOB_CHOICES
+    assert set(JOB_CHOICES) == set(LAYER_CHOICES)
+    assert kept_layers(6, 3, "spread") == [1, 3, 5] and kept_layers(6, 2, "spread") == [2, 5]
+    assert kept_layers(6, 3) == [0, 1, 2] and kept_layers(6, 6, "spread") == list(range(6))
+    full = tiny_bert(layers=4)
+    wanted = [full.encoder.layer[i] for i in (1, 3)]
+    cut = cut_layers(full, 2, "spread")
+    assert list(cut.encoder.layer) == wanted and cut.config.num_hidden_layers == 2
+    with pytest.raises(ValueError, match="layer_choice"):
+        kept_layers(6, 3, "middle")
+
+
 def test_topk_keeps_its_k_most_attended_tokens():
     lengths = (23, 11, 5)
     m = SkimBert(tiny_bert(layers=4), 2, skim=False).double().eval()

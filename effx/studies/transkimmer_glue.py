@@ -41,6 +41,9 @@ PARAMETERS = {
     "references": p.choices(*REFERENCES, allow_empty=True, default=["baseline_continued"],
                             doc="references trained or applied beside Transkimmer"),
     "fewer_layers": p.positive_ints("layers kept by the fewer-layer references", default=[3, 2]),
+    "layer_choice": p.choice("spread", "first", default="spread",
+                             doc="the fewer-layer references keep layers spread over the depth "
+                                 "(ending with the last) or the first ones"),
     "topk_targets": p.positive_numbers("FLOPs fractions of the top-k pruning references",
                                        default=[0.5]),
     "max_length": p.positive_int("tokens kept per example", maximum=512, default=128),
@@ -98,7 +101,8 @@ def jobs(P: dict) -> list[Job]:
                 # long chain (SST-2) can train its Transkimmer settings in runs of their own
                 out.append(base.with_method("baseline_continued", **stage2))
             if "fewer_layers" in P["references"]:
-                out += [base.with_method("fewer_layers", layers=k) for k in P["fewer_layers"]]
+                out += [base.with_method("fewer_layers", layers=k, layer_choice=P["layer_choice"])
+                        for k in P["fewer_layers"]]
             if "topk_pruning" in P["references"]:
                 out += [base.with_method("topk_pruning", flops_target=f) for f in P["topk_targets"]]
     return order_jobs(out)

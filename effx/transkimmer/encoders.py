@@ -56,13 +56,26 @@ def load_encoder(encoder: str = "minilm"):
     return bert, tokenizer
 
 
-def cut_layers(bert: nn.Module, k: int) -> nn.Module:
-    """Keep the first k layers of `bert` (in place; returns it): the fewer-layer reference, the
-    cheapest way to spend fewer FLOPs, against which token skimming must be compared."""
-    full = len(bert.encoder.layer)
-    if not 1 <= k <= full:
-        raise ParameterError("layers", k, f"1..{full} (the encoder has {full} layers)")
-    bert.encoder.layer = nn.ModuleList(list(bert.encoder.layer)[:k])
+LAYER_CHOICES = ("first", "spread")
+
+
+def kept_layers(n: int, k: int, choice: str = "first") -> list[int]:
+    """Which k of n layers a cut encoder keeps: the first k, or k spread evenly over the depth and
+    ending with the last (``spread``: 3 of 6 -> 1, 3, 5; as DistilBERT initialises its student
+    from every other layer of its teacher)."""
+    if not 1 <= k <= n:
+        raise ParameterError("layers", k, f"1..{n} (the encoder has {n} layers)")
+    if choice not in LAYER_CHOICES:
+        raise ParameterError("layer_choice", choice, " or ".join(map(repr, LAYER_CHOICES)))
+    return list(range(k)) if choice == "first" else [round((i + 1) * n / k) - 1 for i in range(k)]
+
+
+def cut_layers(bert: nn.Module, k: int, choice: str = "first") -> nn.Module:
+    """Keep k layers of `bert` (``kept_layers``; in place; returns it): the fewer-layer
+    reference, the cheapest way to spend fewer FLOPs, against which token skimming must be
+    compared."""
+    keep = kept_layers(len(bert.encoder.layer), k, choice)
+    bert.encoder.layer = nn.ModuleList([bert.encoder.layer[i] for i in keep])
     bert.config.num_hidden_layers = k
     return bert
 

@@ -53,7 +53,7 @@ def fresh_model(job: Job) -> tuple[SkimBert, object]:
     torch.manual_seed(job.seed)
     bert, tokenizer = load_encoder(job.encoder)
     if job.method == "fewer_layers":
-        cut_layers(bert, job.layers)
+        cut_layers(bert, job.layers, job.layer_choice)
     skim = job.method == "transkimmer"
     model = SkimBert(bert, task_spec(job.task).num_labels, skim=skim, variant=job.variant,
                      tau=job.tau, keep_bias=job.keep_bias)

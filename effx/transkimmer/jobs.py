@@ -9,7 +9,8 @@ Methods (``METHODS``):
   (``init='finetuned'``) or, as the paper does, from the pre-trained encoder (``'pretrained'``),
   with optional distillation from the baseline's logits and an optional last phase with frozen
   decisions;
-* ``fewer_layers``: the encoder cut to its first ``layers`` layers, fine-tuned as the baseline;
+* ``fewer_layers``: the encoder cut to ``layers`` layers (its first ones, or spread over its depth:
+  ``layer_choice``), fine-tuned as the baseline;
 * ``topk_pruning``: no training; the baseline with top-k attention pruning at inference, its keep
   ratio set to spend ``flops_target`` of the baseline's FLOPs (``topk.py``).
 
@@ -35,6 +36,7 @@ PROTOCOL = 2
 METHODS = ("baseline", "baseline_continued", "transkimmer", "fewer_layers", "topk_pruning")
 INITS = ("finetuned", "pretrained")
 VARIANTS = ("fixed", "paper")         # as model.VARIANTS (tested), without importing torch here
+LAYER_CHOICES = ("first", "spread")   # as encoders.LAYER_CHOICES (tested), likewise
 _COMMON = ("task", "encoder", "seed", "subset", "max_length", "batch_size", "bucketed", "lr",
            "weight_decay", "warmup", "epochs", "freeze_word_embeddings", "device")
 _STAGE2 = ("skim_epochs", "skim_lr")
@@ -47,7 +49,7 @@ TRAIN_FIELDS = {
     "baseline": _COMMON,
     "baseline_continued": _COMMON + _STAGE2,
     "transkimmer": _COMMON + _STAGE2 + _SKIM,
-    "fewer_layers": _COMMON + ("layers",),
+    "fewer_layers": _COMMON + ("layers", "layer_choice"),
     "topk_pruning": _COMMON + ("flops_target", "prune_layers"),
 }
 
@@ -80,6 +82,8 @@ class Job:
     distill_temperature: float = 1.0
     frozen_epochs: float = 0.0        # last part of skim_epochs with decisions frozen
     layers: int = 3                   # fewer_layers: layers kept
+    layer_choice: str = "first"       # fewer_layers: the first ones (records before the choice
+                                      # existed) or 'spread' over the depth (encoders.kept_layers)
     flops_target: float = 0.5         # topk_pruning: FLOPs fraction of the baseline's
     prune_layers: tuple = ()          # topk_pruning: layers pruned before (): all but the first
     dev_subset: int = 0               # dev examples evaluated (0: all)
@@ -106,6 +110,7 @@ class Job:
             "timing_examples": self.timing_examples >= 1, "timing_repeats": self.timing_repeats >= 1,
             "counted_flops_examples": self.counted_flops_examples >= 1,
             "variant": self.variant in VARIANTS, "init": self.init in INITS,
+            "layer_choice": self.layer_choice in LAYER_CHOICES,
         }
         for name, ok in checks.items():
             if not ok:
@@ -141,7 +146,7 @@ class Job:
                                f"{self.init} +{self.skim_epochs:g} ep"
                                + (f" distill={self.distill:g}" if self.distill else "")
                                + (f" frozen={self.frozen_epochs:g} ep" if self.frozen_epochs else ""),
-                "fewer_layers": f"{self.layers} layers, {self.epochs:g} ep",
+                "fewer_layers": f"{self.layer_choice} {self.layers} layers, {self.epochs:g} ep",
                 "topk_pruning": f"FLOPs target {self.flops_target:g}"}[self.method]
         sub = f", {self.subset} ex" if self.subset else ""
         return f"{self.task} {self.method} ({what}{sub}, {self.encoder}, seed {self.seed})"
@@ -181,7 +186,8 @@ class Job:
 
 _ALLOWED = {"max_length": "8..512", "warmup": "0 <= warmup < 1", "distill": "0..1",
             "frozen_epochs": "0 <= frozen_epochs < skim_epochs", "flops_target": "0 < target <= 1",
-            "variant": "'fixed' or 'paper'", "init": "'finetuned' or 'pretrained'"}
+            "variant": "'fixed' or 'paper'", "init": "'finetuned' or 'pretrained'",
+            "layer_choice": "'first' or 'spread'"}
 
 
 def _plain(value):

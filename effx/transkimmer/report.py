@@ -87,7 +87,7 @@ def setting(job: Job) -> str:
                          " from pre-trained" if job.init == "pretrained" else ""])
         return f"lambda {job.skim_lambda:g}{extra}"
     return {"baseline": "baseline", "baseline_continued": f"baseline +{job.skim_epochs:g} ep",
-            "fewer_layers": f"{job.layers} layers",
+            "fewer_layers": f"{job.layer_choice} {job.layers} layers",
             "topk_pruning": f"top-k {job.flops_target:.0%} FLOPs"}[job.method]
 
 
