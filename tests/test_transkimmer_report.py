@@ -177,3 +177,14 @@ def test_the_committed_plan_is_read_from_its_profile():
     assert len(rows) == len(study.units(plan)) > 0
     assert {r["status"] for r in rows} == {"not run"} and {"task", "method", "unit"} <= set(rows[0])
     assert R.coverage_table(rows).jobs.iloc[0].startswith("0 of ")
+
+
+def test_a_baseline_within_the_dev_sets_noise_of_the_majority_class_has_not_learned():
+    base = Job("SST-2", "baseline")
+    near = pd.DataFrame(rows(base, measured(0.53)) +
+                        rows(base.with_method("transkimmer"), measured(0.53, 2.0)))
+    s = R.summary(near)                                # majority 50.9, 2 x se = 3.4 points
+    assert not s.learned.any()
+    seeds = R.seed_summary(s)
+    assert "Left out: SST-2" in R.paper_comparison(R.headline(seeds), seeds)
+    assert R.summary(table()).learned.all()             # 80-84 against 50.9
