@@ -204,6 +204,15 @@ def test_spread_cut_keeps_layers_over_the_depth_ending_with_the_last():
         kept_layers(6, 3, "middle")
 
 
+def test_the_first_layers_of_minilm_leave_cls_blind_to_the_input():
+    """Why the fewer-layer reference keeps layers spread over the depth (the packaged encoder)."""
+    from effx.transkimmer.encoders import cls_spread
+    t = cls_spread("minilm", "SST-2", examples=16, layers=(3,)).set_index("choice")
+    assert t.loc["first", "which"] == [0, 1, 2] and t.loc["spread", "which"] == [1, 3, 5]
+    assert t.loc["first", "relative to all layers"] < 0.05
+    assert t.loc["spread", "relative to all layers"] > 0.3
+
+
 def test_topk_keeps_its_k_most_attended_tokens():
     lengths = (23, 11, 5)
     m = SkimBert(tiny_bert(layers=4), 2, skim=False).double().eval()

@@ -89,3 +89,33 @@ def save_cut_encoder(encoder: str, k: int, folder) -> str:
         cut_layers(bert, k).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def cls_spread(encoder: str = "minilm", task: str = "SST-2", examples: int = 64,
+               layers=(2, 3)) -> "pd.DataFrame":
+    """How much the pre-trained CLS state (what the classification head reads) varies across
+    inputs after a cut encoder: its standard deviation over the first ``examples`` training
+    examples of ``task``, averaged over hidden units, relative to the whole encoder's. One row per
+    k in ``layers`` and per ``LAYER_CHOICES``. Near 0: a CLS state blind to the input, from which
+    fine-tuning must first learn to gather information."""
+    import copy
+
+    import pandas as pd
+    import torch
+
+    from effx.data.glue import load_glue
+    bert, tokenizer = load_encoder(encoder)
+    frame = load_glue(task, "train").head(examples)
+    pairs = [list(frame.sentence1)] + ([list(frame.sentence2)] if frame.sentence2.notna().all() else [])
+    batch = tokenizer(*pairs, padding=True, truncation=True, max_length=128, return_tensors="pt")
+
+    def spread(model) -> float:
+        with torch.no_grad():
+            return float(model.eval()(**batch).last_hidden_state[:, 0].std(0).mean())
+    whole, n = spread(bert), len(bert.encoder.layer)
+    rows = [{"layers kept": k, "choice": c, "which": kept_layers(n, k, c),
+             "CLS spread": spread(cut_layers(copy.deepcopy(bert), k, c))}
+            for k in layers for c in LAYER_CHOICES]
+    out = pd.DataFrame(rows)
+    out["relative to all layers"] = out["CLS spread"] / whole
+    return out
