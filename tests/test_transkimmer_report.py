@@ -188,3 +188,10 @@ def test_a_baseline_within_the_dev_sets_noise_of_the_majority_class_has_not_lear
     seeds = R.seed_summary(s)
     assert "Left out: SST-2" in R.paper_comparison(R.headline(seeds), seeds)
     assert R.summary(table()).learned.all()             # 80-84 against 50.9
+
+
+def test_a_mean_over_tasks_names_the_tasks_it_is_over():
+    f = pd.DataFrame({"task": ["SST-2", "CoLA"], "wall_b32": [2.0, np.nan]})
+    assert R._mean_times(f, "wall_b32") == "2.00x, measured for SST-2 only"
+    assert R._mean_times(f.assign(wall_b32=[2.0, 4.0]), "wall_b32") == "3.00x"
+    assert R._mean_times(f.assign(wall_b32=np.nan), "wall_b32") == "not measured"

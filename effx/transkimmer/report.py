@@ -189,6 +189,14 @@ def _times(v) -> str:
     return f"{v:.2f}x" if _present(v) else "not measured"
 
 
+def _mean_times(f: pd.DataFrame, col: str) -> str:
+    """The tasks' mean speedup ``col`` as text, naming the tasks when only some were measured."""
+    measured = f[col].notna()
+    if measured.all() or not measured.any():
+        return _times(f[col].mean())
+    return f"{f[col].mean():.2f}x, measured for {', '.join(f.task[measured])} only"
+
+
 def headline(seeds: pd.DataFrame) -> pd.DataFrame:
     """One Transkimmer setting per (task, variant), at the task's largest budget, among tasks whose
     baseline learned: the largest FLOPs speedup within 1 point of its reference, else the
@@ -271,7 +279,7 @@ def paper_comparison(head: pd.DataFrame, seeds: pd.DataFrame | None = None) -> s
             f"Here, over {len(f)} task(s) ({', '.join(f.task)}), taking per task the largest FLOPs "
             f"speedup within 1 point of its reference{nearest}, the mean FLOPs speedup over the unpadded "
             f"baseline is {f.flops_speedup.mean():.2f}x (wall clock, batch 32 against length-sorted "
-            f"batches: {_times(f.wall_b32.mean())}; batch 1: {_times(f.wall_b1.mean())}); the largest "
+            f"batches: {_mean_times(f, 'wall_b32')}; batch 1: {_mean_times(f, 'wall_b1')}); the largest "
             f"metric change is {worst.delta:+.1f} points ({worst.task}). Padding the baseline to "
             f"max_length alone would multiply the FLOPs speedup by {f.padding_flops.mean():.2f}x. "
             + PAPER_PER_TASK_NOTE + left_out)
