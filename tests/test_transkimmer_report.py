@@ -195,3 +195,11 @@ def test_a_mean_over_tasks_names_the_tasks_it_is_over():
     assert R._mean_times(f, "wall_b32") == "2.00x, measured for SST-2 only"
     assert R._mean_times(f.assign(wall_b32=[2.0, 4.0]), "wall_b32") == "3.00x"
     assert R._mean_times(f.assign(wall_b32=np.nan), "wall_b32") == "not measured"
+
+
+def test_a_task_scored_by_f1_is_judged_learned_by_its_accuracy():
+    base = Job("MRPC", "baseline")                 # majority class: accuracy 68.4, F1 81.2
+    t = pd.DataFrame(rows(base, measured(0.78, f1=0.848)))
+    s = R.summary(t).iloc[0]
+    assert s.metric == "f1" and s.majority == pytest.approx(81.2, abs=0.1)
+    assert s.majority_accuracy == pytest.approx(68.4, abs=0.1) and s.learned
