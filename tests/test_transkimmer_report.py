@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from effx.transkimmer import claims as C
 from effx.transkimmer import figures as F
 from effx.transkimmer import report as R
 from effx.transkimmer.jobs import Job
@@ -86,7 +87,7 @@ def test_seed_means_and_t_intervals():
 def test_verdict_requires_a_real_wall_clock_speedup(flops, wall, met):
     seeds = R.seed_summary(R.summary(table(tk_wall=wall, tk_flops=flops)))
     head = R.headline(seeds)
-    verdict = R.target_verdict(head)
+    verdict = C.target_verdict(head)
     r = head[head.task == "SST-2"].iloc[0]
     assert r.setting == "lambda 2"                # the largest FLOPs speedup within 1 point
     assert verdict.endswith("Target met." if met else "Target not met.")
@@ -104,31 +105,31 @@ def test_wall_clock_not_yet_measured_is_said_not_guessed(flops, verdict_end):
     t = t[~t.metric.str.startswith("speedup_")]          # training units only, no wall-clock unit
     seeds = R.seed_summary(R.summary(t))
     head = R.headline(seeds)
-    verdict = R.target_verdict(head)
+    verdict = C.target_verdict(head)
     assert verdict.endswith(verdict_end) and "nan" not in verdict.lower()
     assert "not measured yet" in verdict
-    text = R.paper_comparison(head, seeds)
+    text = C.paper_comparison(head, seeds)
     assert "nan" not in text.lower() and "batch 32 against length-sorted batches: not measured" in text
 
 
 def test_paper_table_and_comparison():
     seeds = R.seed_summary(R.summary(table()))
     head = R.headline(seeds)
-    paper = R.paper_table(head)
+    paper = C.paper_table(head)
     assert list(paper.columns) == ["task", "metric", "baseline", "transkimmer", "flops_speedup",
                                    "padding_alone_speedup", "paper_transkimmer", "paper_speedup",
                                    "published_6x384_baseline"]
-    assert paper.published_6x384_baseline.iloc[0] == R.PUBLISHED_6X384["SST-2"]
+    assert paper.published_6x384_baseline.iloc[0] == C.PUBLISHED_6X384["SST-2"]
     assert paper.paper_speedup.isna().all() and paper.padding_alone_speedup.iloc[0] == 4.0
-    text = R.paper_comparison(head, seeds)
+    text = C.paper_comparison(head, seeds)
     assert "10.97x" in text and "not quoted" in text and "4.00x" in text
     assert "closest" not in text                   # lambda 2 is within 1 point
     far = table()
     far.loc[(far.method == "transkimmer") & (far.metric == "accuracy"), "value"] -= 0.05
     far_seeds = R.seed_summary(R.summary(far))
-    assert "where no setting is within 1 point, the closest one: SST-2" in R.paper_comparison(
+    assert "where no setting is within 1 point, the closest one: SST-2" in C.paper_comparison(
         R.headline(far_seeds), far_seeds)
-    names = R.glue_names(head)
+    names = C.glue_names(head)
     assert names["tk_sst2_flops_speedup"] == pytest.approx(4.0) and names["tk_sst2_seeds"] == 3
 
 
@@ -186,15 +187,15 @@ def test_a_baseline_within_the_dev_sets_noise_of_the_majority_class_has_not_lear
     s = R.summary(near)                                # majority 50.9, 2 x se = 3.4 points
     assert not s.learned.any()
     seeds = R.seed_summary(s)
-    assert "Left out: SST-2" in R.paper_comparison(R.headline(seeds), seeds)
+    assert "Left out: SST-2" in C.paper_comparison(R.headline(seeds), seeds)
     assert R.summary(table()).learned.all()             # 80-84 against 50.9
 
 
 def test_a_mean_over_tasks_names_the_tasks_it_is_over():
     f = pd.DataFrame({"task": ["SST-2", "CoLA"], "wall_b32": [2.0, np.nan]})
-    assert R._mean_times(f, "wall_b32") == "2.00x, measured for SST-2 only"
-    assert R._mean_times(f.assign(wall_b32=[2.0, 4.0]), "wall_b32") == "3.00x"
-    assert R._mean_times(f.assign(wall_b32=np.nan), "wall_b32") == "not measured"
+    assert C._mean_times(f, "wall_b32") == "2.00x, measured for SST-2 only"
+    assert C._mean_times(f.assign(wall_b32=[2.0, 4.0]), "wall_b32") == "3.00x"
+    assert C._mean_times(f.assign(wall_b32=np.nan), "wall_b32") == "not measured"
 
 
 def test_a_task_scored_by_f1_is_judged_learned_by_its_accuracy():

@@ -9,5 +9,6 @@ Training: data.py (tokenisation, bucketed and seeded batch orders), loss.py (los
 in the official code's units), train.py (one resumable training stage).
 Study: jobs.py (``Job``: one unit of work, its key and dependencies), execute.py (``run_job``:
 train or resume, then measure), measure.py (metrics, FLOPs, paired wall clock), budget.py (CPU
-time of a protocol), report.py and figures.py (analysis of the recorded results).
+time of a protocol), report.py and figures.py (analysis of the recorded results), claims.py
+(against the paper's claims and the SST-2 target).
 """

@@ -1,0 +1,125 @@
+"""The Transkimmer study against the paper's claims: the verdict on the issue's SST-2 target, the
+paper-format table and the comparison text, and the numbers glued into the chapter. Input: the
+per-setting frames of ``report`` (``seed_summary``, ``headline``).
+
+The paper's claim that can be checked is its average: 10.97x FLOPs speedup over GLUE for < 1%
+accuracy loss (BERT-base, batch 1, FLOPs counted with skimmed tokens removed, padded baseline).
+Its per-task table is unverified (RESEARCH.md, section 2): it is never quoted beside ours.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from effx.transkimmer.report import TARGET, present
+
+PAPER_MEAN_SPEEDUP = 10.97          # GLUE average, FLOPs (Guan et al. 2022, abstract)
+PAPER_MAX_LOSS_PCT = 1.0            # "< 1% accuracy loss"
+PAPER_PER_TASK_NOTE = ("The paper's per-task numbers are not quoted: they could not be verified "
+                       "(only the 10.97x average and the < 1% loss are).")
+# Published fine-tuned baselines for the encoder's shape (metric x 100, GLUE dev): MiniLM 6x384
+# (22M) in the table of the microsoft/xtremedistil-l6-h384-uncased model card. The same
+# architecture, not the same weights: no GLUE figures are published for all-MiniLM-L6-v2 itself.
+PUBLISHED_6X384 = {"SST-2": 91.3, "MRPC": 86.6, "RTE": 68.9}
+PUBLISHED_6X384_NOTE = ("`published_6x384_baseline`: a fine-tuned MiniLM of the same shape (6 layers, "
+                        "hidden 384; GLUE dev, from the xtremedistil-l6-h384 model card), not the "
+                        "same weights: no GLUE figures are published for all-MiniLM-L6-v2.")
+
+def _times(v) -> str:
+    """A speedup as text, or 'not measured' (wall clock is timed in its own units, alone)."""
+    return f"{v:.2f}x" if present(v) else "not measured"
+
+
+def _mean_times(f: pd.DataFrame, col: str) -> str:
+    """The tasks' mean speedup ``col`` as text, naming the tasks when only some were measured."""
+    measured = f[col].notna()
+    if measured.all() or not measured.any():
+        return _times(f[col].mean())
+    return f"{f[col].mean():.2f}x, measured for {', '.join(f.task[measured])} only"
+
+
+def target_verdict(head: pd.DataFrame) -> str:
+    """The issue's SST-2 target, checked (markdown): within 1 point of the equal-budget baseline,
+    >= 3x FLOPs, and a *real* batch-32 wall-clock speedup (> 1x) that is >= 0.6 of the FLOPs one."""
+    r = head[(head.task == "SST-2") & (head.variant == "fixed")] if len(head) else head
+    if r.empty:
+        return "No SST-2 result with the fixed variant yet: the target cannot be checked."
+    r = r.iloc[0]
+    acc = r.delta >= TARGET["max_delta"]
+    flops = r.flops_speedup >= TARGET["flops_speedup"]
+    timed = present(r.wall_b32)
+    wall = timed and r.wall_b32 > TARGET["wall_speedup"] and r.wall_over_flops >= TARGET["wall_over_flops"]
+
+    def ci(c):
+        return f" (+/- {r[c + '_ci']:.2f} over {r.seeds} seeds)" if present(r[c + "_ci"]) else ""
+
+    def met(ok):
+        return "met" if ok else "not met"
+    return " ".join([
+        f"SST-2, fixed variant, {r.setting}: {r.metric} {r.value:.1f} vs {r.reference:.1f} for its "
+        f"reference ({r.delta:+.1f} points{ci('delta')}; dev-set standard error {r.dev_se:.1f}; "
+        f"target: no worse than -1): {met(acc)}.",
+        f"FLOPs speedup {r.flops_speedup:.2f}x over the unpadded baseline (target >= 3x): {met(flops)}.",
+        (f"Batch-32 wall-clock speedup {r.wall_b32:.2f}x{ci('wall_b32')} against length-sorted "
+         f"batches, {r.wall_over_flops:.2f} of the FLOPs speedup (target: a real speedup, > 1x, "
+         f"and >= 0.6 of the FLOPs one): {met(wall)}." if timed else
+         "Batch-32 wall clock: not measured yet (its units run alone on the machine, after training)."),
+        f"Batch-1 wall-clock speedup {_times(r.wall_b1)}.",
+        "Target " + ("met" if acc and flops and wall else
+                     "undecided until the wall clock is measured" if acc and flops and not timed
+                     else "not met") + "."])
+
+
+def paper_table(head: pd.DataFrame) -> pd.DataFrame:
+    """The paper's table format for our numbers: task, metric, baseline, Transkimmer, FLOPs speedup,
+    padding-alone speedup (the unpadded baseline padded to max_length, as a padded comparison
+    would count it). The paper's per-task columns stay empty: unverified (PAPER_PER_TASK_NOTE);
+    beside them, a published baseline of the encoder's shape where one exists (PUBLISHED_6X384)."""
+    cols = ["task", "metric", "reference", "value", "flops_speedup", "padding_flops"]
+    out = head[cols].rename(columns={"reference": "baseline", "value": "transkimmer",
+                                     "padding_flops": "padding_alone_speedup"}).copy()
+    out["paper_transkimmer"] = np.nan
+    out["paper_speedup"] = np.nan
+    out["published_6x384_baseline"] = out.task.map(PUBLISHED_6X384)
+    return out.reset_index(drop=True)
+
+
+def paper_comparison(head: pd.DataFrame, seeds: pd.DataFrame | None = None) -> str:
+    """Our tasks against the paper's verifiable claim (markdown), naming the tasks left out."""
+    f = head[head.variant == "fixed"] if len(head) else head
+    skipped = []
+    if seeds is not None and len(seeds):
+        tk = seeds[seeds.method == "transkimmer"]
+        skipped = sorted(set(tk.task) - set(tk.task[tk.learned]))
+    left_out = (f" Left out: {', '.join(skipped)}, whose baseline did not clearly beat the "
+                "majority-class predictor (in accuracy by 1 point and two dev-set standard errors)."
+                if skipped else "")
+    if f.empty:
+        return "No task whose baseline learned it has a Transkimmer result yet." + left_out
+    worst = f.loc[f.delta.idxmin()]
+    outside = list(f.task[f.delta < TARGET["max_delta"]])
+    nearest = (f" (where no setting is within 1 point, the closest one: {', '.join(outside)})"
+               if outside else "")
+    return (f"The paper claims a {PAPER_MEAN_SPEEDUP}x average FLOPs speedup on GLUE (BERT-base, "
+            f"batch 1, against a padded baseline) for < {PAPER_MAX_LOSS_PCT:g}% accuracy loss. "
+            f"Here, over {len(f)} task(s) ({', '.join(f.task)}), taking per task the largest FLOPs "
+            f"speedup within 1 point of its reference{nearest}, the mean FLOPs speedup over the unpadded "
+            f"baseline is {f.flops_speedup.mean():.2f}x (wall clock, batch 32 against length-sorted "
+            f"batches: {_mean_times(f, 'wall_b32')}; batch 1: {_mean_times(f, 'wall_b1')}); the largest "
+            f"metric change is {worst.delta:+.1f} points ({worst.task}). Padding the baseline to "
+            f"max_length alone would multiply the FLOPs speedup by {f.padding_flops.mean():.2f}x. "
+            + PAPER_PER_TASK_NOTE + left_out)
+
+
+GLUE_KEYS = ("value", "reference", "delta", "delta_ci", "dev_se", "flops_speedup", "wall_b1",
+             "wall_b32", "wall_b32_ci", "kept", "skim_lambda", "padding_flops", "padding_wall_b32",
+             "padding_wall_random_b32", "wall_over_flops", "seeds", "lambda_official")
+
+
+def glue_names(head: pd.DataFrame, prefix: str = "tk") -> dict[str, float]:
+    """Key numbers for myst-nb glue: tk_<task>[_<variant>]_<quantity> (task lower-case, no dash)."""
+    out = {}
+    for _, r in head.iterrows():
+        t = f"{prefix}_{r.task.lower().replace('-', '')}" + ("" if r.variant == "fixed" else f"_{r.variant}")
+        out.update({f"{t}_{k}": float(r[k]) for k in GLUE_KEYS if k in r and present(r[k])})
+    return out
