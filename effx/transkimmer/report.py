@@ -196,15 +196,15 @@ def headline(seeds: pd.DataFrame) -> pd.DataFrame:
 
 def coverage_table(cov) -> pd.DataFrame:
     """Per task, how much of a profile's plan is recorded: training jobs and wall-clock units done
-    out of planned, and the jobs not yet run (count per method). ``cov``: one row per planned unit with its key's
-    columns, ``unit`` (label) and ``status``: ``effx.runner.coverage``'s rows or their frame."""
+    out of planned, and the jobs not yet run (count per method). ``cov``: one row per planned
+    unit with its key's columns, ``unit`` (label) and ``status`` (``effx.runner.coverage``)."""
     cov = pd.DataFrame(cov)
     if cov.empty:
         return pd.DataFrame(columns=["task", "jobs", "wall clock", "failed", "jobs not yet run"])
-    timed = cov["measure"].eq("wall_clock") if "measure" in cov else pd.Series(False, cov.index)
+    cov["timed"] = cov["measure"].eq("wall_clock") if "measure" in cov else False
     rows = []
     for task, g in cov.groupby("task", sort=False):
-        jobs, clocks = g[~timed[g.index]], g[timed[g.index]]
+        jobs, clocks = g[~g.timed], g[g.timed]
         todo = jobs.method[jobs.status == "not run"].value_counts(sort=False)
         rows.append({"task": task, "jobs": f"{(jobs.status == 'ok').sum()} of {len(jobs)}",
                      "wall clock": f"{(clocks.status == 'ok').sum()} of {len(clocks)}",
