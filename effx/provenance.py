@@ -13,15 +13,18 @@ import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_PATHSPEC = "data/results"      # runs write here: not a change of the code that ran
 
 
 @functools.cache
 def git_commit() -> str:
-    """The commit of the working tree, with '+dirty' when uncommitted changes exist."""
+    """The commit of the working tree, with '+dirty' when tracked files other than the committed
+    results (which every run appends to) have uncommitted changes."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                f":(exclude){RESULTS_PATHSPEC}"],
                                cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

@@ -111,3 +111,26 @@ def test_a_store_sees_only_its_own_study_runs_and_the_latest_params(tmp_path):
     assert mine.latest_params() == {"lengths": [2]}
     with pytest.raises(LookupError, match="no run of 'empty'"):
         ResultStore("empty", "unit", root=tmp_path).latest_params()
+
+
+def test_only_code_changes_mark_the_commit_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    from effx import provenance
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                       check=True, capture_output=True)
+    (tmp_path / "data" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "data" / "results" / "runs.jsonl").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    commit = provenance.git_commit.__wrapped__
+    assert not commit().endswith("+dirty")
+    (tmp_path / "data" / "results" / "runs.jsonl").write_text("{}\n{}\n")    # a run appended
+    assert not commit().endswith("+dirty")
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert commit().endswith("+dirty")

@@ -204,3 +204,13 @@ def test_a_task_scored_by_f1_is_judged_learned_by_its_accuracy():
     s = R.summary(t).iloc[0]
     assert s.metric == "f1" and s.majority == pytest.approx(81.2, abs=0.1)
     assert s.majority_accuracy == pytest.approx(68.4, abs=0.1) and s.learned
+
+
+def test_trade_off_lists_every_lambda_and_the_distance_to_the_target():
+    seeds = R.seed_summary(R.summary(table(tk_flops=2.0)))
+    text = C.trade_off(seeds)
+    assert [w for w in text.split() if w.endswith("x,")] == ["1.20x,", "2.00x,", "9.00x,"]
+    assert "within 1 point is 2.00x (lambda 2), 1.50x short of the target's 3x" in text
+    assert "largest speedup measured, 9.00x (lambda 8), costs" in text and "nan" not in text
+    assert C.trade_off(seeds, "CoLA") == "No CoLA Transkimmer setting yet."
+    assert "Within 1 point: 4.00x" in C.trade_off(R.seed_summary(R.summary(table())))

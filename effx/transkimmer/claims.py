@@ -70,6 +70,32 @@ def target_verdict(head: pd.DataFrame) -> str:
                      else "not met") + "."])
 
 
+def trade_off(seeds: pd.DataFrame, task: str = "SST-2") -> str:
+    """Every Transkimmer lambda of ``task`` (fixed variant, the task's largest budget) as a
+    trade-off (markdown): points against its reference and FLOPs speedup, then how far the
+    largest speedup within 1 point stands from the target's 3x, and what the largest one cost."""
+    tk = seeds[(seeds.task == task) & (seeds.method == "transkimmer") & (seeds.variant == "fixed")] \
+        if len(seeds) else seeds
+    if tk.empty:
+        return f"No {task} Transkimmer setting yet."
+    tk = tk[tk.epochs == tk.epochs.max()].sort_values("flops_speedup")
+    steps = "; ".join(f"lambda {r.skim_lambda:g}"
+                      + (f" (paper's {r.lambda_official:.2g})" if present(r.lambda_official) else "")
+                      + f": {r.delta:+.1f} points at {r.flops_speedup:.2f}x, {r.seeds} seed(s)"
+                      for r in tk.itertuples())
+    ok = tk[tk.delta >= TARGET["max_delta"]]
+    best, last = (ok.iloc[-1] if len(ok) else None), tk.iloc[-1]
+    within = (f"The largest FLOPs speedup within 1 point is {best.flops_speedup:.2f}x (lambda "
+              f"{best.skim_lambda:g}), {TARGET['flops_speedup'] / best.flops_speedup:.2f}x short of "
+              f"the target's {TARGET['flops_speedup']:g}x" if best is not None and
+              best.flops_speedup < TARGET["flops_speedup"] else
+              f"Within 1 point: {best.flops_speedup:.2f}x (lambda {best.skim_lambda:g})"
+              if best is not None else "No lambda stays within 1 point")
+    return (f"{task}, Transkimmer, every lambda (ours per real token): {steps}. {within}; the "
+            f"largest speedup measured, {last.flops_speedup:.2f}x (lambda {last.skim_lambda:g}), "
+            f"costs {-last.delta:.1f} points.")
+
+
 def paper_table(head: pd.DataFrame) -> pd.DataFrame:
     """The paper's table format for our numbers: task, metric, baseline, Transkimmer, FLOPs speedup,
     padding-alone speedup (the unpadded baseline padded to max_length, as a padded comparison
