@@ -212,3 +212,26 @@ def test_records_made_before_the_layer_choice_read_as_the_first_layers():
     P = study.validate({"profile": "tiny", "references": ["fewer_layers"], "wall_clock": False})
     cut = [u.key for u in study.units(P) if u.key["method"] == "fewer_layers"]
     assert {k["layer_choice"] for k in cut} == {"spread"} and len(cut) == len(P["fewer_layers"])
+
+
+def test_the_lambda_grid_runs_at_seed_0_and_only_the_repeated_lambdas_at_other_seeds():
+    from effx.errors import ParameterError
+    from effx.studies import get_study
+    study = get_study("transkimmer_glue")
+    base = {"profile": "tiny", "tasks": ["SST-2", "MRPC"], "seeds": [0, 1], "references": [],
+            "wall_clock": False, "lambdas": {"SST-2": [0.1, 0.3, 0.5], "MRPC": [0.3]}}
+
+    def planned(**extra):
+        return sorted((u.key["task"], u.key["seed"], u.key["skim_lambda"]) for u in
+                      study.units(study.validate({**base, **extra}))
+                      if u.key["method"] == "transkimmer")
+    every = planned()
+    assert len(every) == 8                                     # None: every lambda at every seed
+    assert planned(repeat_lambdas={"SST-2": [0.3, 0.5]}) == sorted(
+        [("SST-2", 0, 0.1), ("SST-2", 0, 0.3), ("SST-2", 0, 0.5), ("SST-2", 1, 0.3),
+         ("SST-2", 1, 0.5), ("MRPC", 0, 0.3), ("MRPC", 1, 0.3)])     # MRPC not named: all
+    one_seed = study.validate({**base, "seeds": [1], "repeat_lambdas": {"SST-2": [0.5]}})
+    assert {u.key["skim_lambda"] for u in study.units(one_seed)
+            if u.key["method"] == "transkimmer" and u.key["task"] == "SST-2"} == {0.5}
+    with pytest.raises(ParameterError, match="repeat_lambdas.*0.8"):
+        study.validate({**base, "repeat_lambdas": {"SST-2": [0.8]}})

@@ -27,6 +27,11 @@ PARAMETERS = {
     "seeds": p.positive_ints("training seeds", allow_zero=True, default=[0]),
     "lambdas": p.per_key(p.positive_numbers(), "skim-loss weights (ours: per real token; the "
                          "paper's = ours / fill ratio), or a dict task -> list", default=[0.3]),
+    "repeat_lambdas": p.optional(p.per_key(p.positive_numbers()),
+                                 "the lambdas also trained at seeds other than 0 (a list, or a "
+                                 "dict task -> list; tasks not named repeat all theirs): the whole "
+                                 "grid at seed 0, these at every seed; None: every lambda at every "
+                                 "seed"),
     "predictor_lrs": p.positive_numbers("learning rates of the skim predictors", default=[1e-4]),
     "epochs": p.per_key(p.positive_number(), "stage 1 (fine-tuning) epochs, or a dict task -> epochs",
                         default=1.0),
@@ -68,15 +73,28 @@ def check(P: dict) -> dict:
     for task in P["tasks"]:
         for split in ("train", "dev"):
             tsv_path(task, split)                        # names the file it could not find
-    for name in ("lambdas", "epochs", "skim_epochs"):
+    for name in ("lambdas", "repeat_lambdas", "epochs", "skim_epochs"):
         if isinstance(P[name], dict):                  # tasks not selected are ignored
             require(set(P[name]) <= set(TASKS), name, P[name],
                     f"a dict with keys among the GLUE tasks {', '.join(TASKS)}")
+    for task in P["tasks"]:
+        grid = _per_task(P["lambdas"], task, [])
+        extra = sorted(set(_repeated(P, task)) - set(grid))
+        require(not extra, "repeat_lambdas", P["repeat_lambdas"],
+                f"lambdas among {task}'s lambdas {grid} (not in them: {extra})")
     return P
 
 
 def _per_task(value, task, default=None):
     return value.get(task, default) if isinstance(value, dict) else value
+
+
+def _repeated(P: dict, task: str) -> list[float]:
+    """The lambdas of ``task`` trained at every seed (the others at seed 0 only)."""
+    every = _per_task(P["lambdas"], task, [])
+    if P["repeat_lambdas"] is None:
+        return every
+    return _per_task(P["repeat_lambdas"], task, every)
 
 
 def jobs(P: dict) -> list[Job]:
@@ -92,7 +110,8 @@ def jobs(P: dict) -> list[Job]:
             stage2 = dict(skim_epochs=_per_task(P["skim_epochs"], task, 1.0), skim_lr=P["skim_lr"])
             base = Job(method="baseline", **common)
             out.append(base)
-            lambdas = _per_task(P["lambdas"], task, [])
+            lambdas = _per_task(P["lambdas"], task, []) if seed == 0 else \
+                _repeated(P, task)
             for lam in lambdas:
                 for plr in P["predictor_lrs"]:
                     out.append(base.with_method("transkimmer", skim_lambda=lam, predictor_lr=plr,
