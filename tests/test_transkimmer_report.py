@@ -214,3 +214,22 @@ def test_trade_off_lists_every_lambda_and_the_distance_to_the_target():
     assert "largest speedup measured, 9.00x (lambda 8), costs" in text and "nan" not in text
     assert C.trade_off(seeds, "CoLA") == "No CoLA Transkimmer setting yet."
     assert "Within 1 point: 4.00x" in C.trade_off(R.seed_summary(R.summary(table())))
+
+
+def test_the_predictor_rate_search_names_each_rate_and_picks_by_the_headline_rule():
+    base = Job("SST-2", "baseline")
+    out = rows(base, measured(0.90)) + rows(base.with_method("baseline_continued", skim_epochs=0.25),
+                                            measured(0.90))
+    for plr, acc, flops in [(3e-5, 0.899, 1.1), (1e-4, 0.895, 1.5), (1e-3, 0.85, 3.0)]:
+        tk = base.with_method("transkimmer", predictor_lr=plr, skim_lambda=0.5, skim_epochs=0.25)
+        out += rows(tk, measured(acc, flops))
+    seeds = R.seed_summary(R.summary(pd.DataFrame(out)))
+    tk = seeds[seeds.method == "transkimmer"]
+    assert sorted(tk.setting) == ["lambda 0.5", "lambda 0.5 predictor lr 0.001",
+                                  "lambda 0.5 predictor lr 3e-05"]          # the default unnamed
+    table, picked = R.lr_search(seeds)
+    assert list(table.predictor_lr) == [3e-5, 1e-4, 1e-3]
+    assert picked == "Rate picked by the headline's rule: 0.0001 (-0.5 points at 1.50x)."
+    assert R.lr_search(seeds[seeds.method != "transkimmer"])[1].startswith("No predictor")
+    assert "predictor_lr=0.001" in base.with_method("transkimmer", predictor_lr=1e-3).label
+    assert "predictor_lr" not in base.with_method("transkimmer").label

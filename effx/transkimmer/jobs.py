@@ -42,6 +42,8 @@ _COMMON = ("task", "encoder", "seed", "subset", "max_length", "batch_size", "buc
 _STAGE2 = ("skim_epochs", "skim_lr")
 _SKIM = ("init", "predictor_lr", "skim_lambda", "variant", "tau", "keep_bias", "distill",
          "distill_temperature", "frozen_epochs")
+#: the predictors' learning rate unless a job names another (labels show only the others)
+DEFAULT_PREDICTOR_LR = 1e-4
 #: settings of the evaluation (they change results, never weights)
 EVAL_FIELDS = ("dev_subset", "timing_examples", "timing_repeats", "counted_flops_examples")
 #: settings that change each method's trained weights (top-k: its baseline's, then its rule)
@@ -73,7 +75,7 @@ class Job:
     skim_epochs: float = 2.0          # stage 2 (Transkimmer, or the continued baseline)
     skim_lr: float = 2e-5             # stage 2, encoder and head
     init: str = "finetuned"           # Transkimmer starts from the baseline, or from pre-trained
-    predictor_lr: float = 1e-4
+    predictor_lr: float = DEFAULT_PREDICTOR_LR
     skim_lambda: float = 0.5          # our lambda: see loss.py for the official code's
     variant: str = "fixed"            # 'fixed' (masked softmax, pads excluded) or 'paper'
     tau: float = 1.0                  # Gumbel-softmax temperature
@@ -144,6 +146,8 @@ class Job:
                 "baseline_continued": f"{self.epochs:g}+{self.skim_epochs:g} ep",
                 "transkimmer": f"{self.variant} lambda={self.skim_lambda:g} "
                                f"{self.init} +{self.skim_epochs:g} ep"
+                               + (f" predictor_lr={self.predictor_lr:g}"
+                                  if self.predictor_lr != DEFAULT_PREDICTOR_LR else "")
                                + (f" distill={self.distill:g}" if self.distill else "")
                                + (f" frozen={self.frozen_epochs:g} ep" if self.frozen_epochs else ""),
                 "fewer_layers": f"{self.layer_choice} {self.layers} layers, {self.epochs:g} ep",

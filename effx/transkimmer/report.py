@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from effx.transkimmer.jobs import PROTOCOL, Job
+from effx.transkimmer.jobs import DEFAULT_PREDICTOR_LR, PROTOCOL, Job
 
 #: the issue's SST-2 benchmark: within 1 point, >= 3x FLOPs, a real wall-clock speedup >= 0.6 of it
 TARGET = {"max_delta": -1.0, "flops_speedup": 3.0, "wall_over_flops": 0.6, "wall_speedup": 1.0}
@@ -72,6 +72,8 @@ def setting(job: Job) -> str:
     """Short text naming what distinguishes a job within its task and seed."""
     if job.method == "transkimmer":
         extra = "".join([f" {job.variant}" if job.variant != "fixed" else "",
+                         f" predictor lr {job.predictor_lr:g}"
+                         if job.predictor_lr != DEFAULT_PREDICTOR_LR else "",
                          f" distill {job.distill:g}" if job.distill else "",
                          f" frozen {job.frozen_epochs:g} ep" if job.frozen_epochs else "",
                          " from pre-trained" if job.init == "pretrained" else ""])
@@ -129,6 +131,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
             "epochs": job.epochs + (job.skim_epochs if job.method in
                                     ("transkimmer", "baseline_continued") else 0.0),
             "skim_lambda": job.skim_lambda if job.method == "transkimmer" else np.nan,
+            "predictor_lr": job.predictor_lr if job.method == "transkimmer" else np.nan,
             "variant": job.variant if job.method == "transkimmer" else "",
             "lambda_official": get(r, "info_lambda_official_equivalent"),
         })
@@ -167,6 +170,7 @@ def seed_summary(summ: pd.DataFrame) -> pd.DataFrame:
     for _, g in summ.groupby("group", sort=False):
         first = g.iloc[0]
         row = {k: first[k] for k in ("task", "method", "setting", "metric", "variant", "skim_lambda",
+                                     "predictor_lr",
                                      "epochs", "majority", "padding_flops", "padding_wall_b32",
                                      "padding_flops_random_b32", "padding_wall_random_b32",
                                      "lambda_official")}
@@ -192,6 +196,24 @@ def headline(seeds: pd.DataFrame) -> pd.DataFrame:
         ok = g[g.delta >= TARGET["max_delta"]]
         rows.append(ok.loc[ok.flops_speedup.idxmax()] if len(ok) else g.loc[g.delta.idxmax()])
     return pd.DataFrame(rows, columns=tk.columns).reset_index(drop=True)
+
+
+def lr_search(seeds: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The predictor learning-rate search: one row per rate (Transkimmer rows of
+    ``seed_summary``; one task, one lambda, a short stage 2) and the rate the headline's rule
+    picks (the largest FLOPs speedup within 1 point of the equal-budget baseline, else the
+    smallest loss), said in one sentence."""
+    tk = seeds[seeds.method == "transkimmer"] if len(seeds) else seeds
+    if tk.empty:
+        return tk, "No predictor learning-rate search is recorded."
+    cols = ["task", "skim_lambda", "epochs", "predictor_lr", "value", "reference", "delta", "kept",
+            "flops_speedup"]
+    table = tk[cols].sort_values("predictor_lr").reset_index(drop=True)
+    ok = table[table.delta >= TARGET["max_delta"]]
+    best = ok.loc[ok.flops_speedup.idxmax()] if len(ok) else table.loc[table.delta.idxmax()]
+    return table, (f"Rate picked by the headline's rule: {best.predictor_lr:g} ({best.delta:+.1f} "
+                   f"points at {best.flops_speedup:.2f}x"
+                   + (")." if len(ok) else "; no rate within 1 point)."))
 
 
 def coverage_table(cov) -> pd.DataFrame:
