@@ -13,7 +13,9 @@ import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-RESULTS_PATHSPEC = "data/results"      # runs write here: not a change of the code that ran
+#: where runs write their results (``results.results_root``, unless EFFX_RESULTS_DIR moves them):
+#: changes there are not changes of the code that ran
+RESULTS_PATHSPEC = "data/results"
 
 
 @functools.cache

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from effx.provenance import REPO_ROOT, new_run
+from effx.provenance import REPO_ROOT, RESULTS_PATHSPEC, new_run
 
 
 def results_root() -> Path:
-    return Path(os.environ.get("EFFX_RESULTS_DIR", REPO_ROOT / "data" / "results"))
+    return Path(os.environ.get("EFFX_RESULTS_DIR", REPO_ROOT / RESULTS_PATHSPEC))
 
 
 def point_key(point: dict) -> str:

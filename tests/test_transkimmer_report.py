@@ -211,9 +211,15 @@ def test_trade_off_lists_every_lambda_and_the_distance_to_the_target():
     text = C.trade_off(seeds)
     assert [w for w in text.split() if w.endswith("x,")] == ["1.20x,", "2.00x,", "9.00x,"]
     assert "within 1 point is 2.00x (lambda 2), 1.50x short of the target's 3x" in text
-    assert "largest speedup measured, 9.00x (lambda 8), costs" in text and "nan" not in text
-    assert C.trade_off(seeds, "CoLA") == "No CoLA Transkimmer setting yet."
-    assert "Within 1 point: 4.00x" in C.trade_off(R.seed_summary(R.summary(table())))
+    assert "largest speedup measured, 9.00x (lambda 8), changes the metric by -20.0 points" in text
+    assert "nan" not in text and C.trade_off(seeds, "CoLA").startswith("No CoLA Transkimmer")
+    reached = C.trade_off(R.seed_summary(R.summary(table())))
+    assert "within 1 point is 4.00x (lambda 2), the target's 3x reached" in reached
+    worse = seeds.assign(delta=seeds.delta - 5)                   # no setting within 1 point
+    assert "No setting stays within 1 point; the largest speedup measured, 9.00x" in C.trade_off(worse)
+    best = seeds[seeds.setting == "lambda 8"].index
+    alone = seeds.assign(delta=seeds.delta.where(~seeds.index.isin(best), 0.0))
+    assert C.trade_off(alone).endswith("within 1 point is 9.00x (lambda 8), the target's 3x reached.")
 
 
 def test_the_predictor_rate_search_names_each_rate_and_picks_by_the_headline_rule():
@@ -229,7 +235,10 @@ def test_the_predictor_rate_search_names_each_rate_and_picks_by_the_headline_rul
                                   "lambda 0.5 predictor lr 3e-05"]          # the default unnamed
     table, picked = R.lr_search(seeds)
     assert list(table.predictor_lr) == [3e-5, 1e-4, 1e-3]
-    assert picked == "Rate picked by the headline's rule: 0.0001 (-0.5 points at 1.50x)."
-    assert R.lr_search(seeds[seeds.method != "transkimmer"])[1].startswith("No predictor")
+    assert picked == "SST-2, lambda 0.5, 3.25 epochs in all: rate 0.0001 picked (-0.5 points at 1.50x)."
+    assert R.lr_search(seeds.assign(delta=seeds.delta - 5))[1].endswith(
+        "rate 3e-05 picked (-5.1 points at 1.10x; no rate within 1 point).")
+    no_equal_budget = pd.DataFrame([r for r in out if r["method"] != "baseline_continued"])
+    assert R.lr_search(R.seed_summary(R.summary(no_equal_budget)))[1].startswith("No predictor")
     assert "predictor_lr=0.001" in base.with_method("transkimmer", predictor_lr=1e-3).label
     assert "predictor_lr" not in base.with_method("transkimmer").label

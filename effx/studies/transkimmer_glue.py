@@ -16,7 +16,7 @@ from effx import params as p
 from effx.data.glue import TASKS, glue_dir, tsv_path
 from effx.errors import ParameterError
 from effx.study import Record, Study, Unit, require
-from effx.transkimmer.jobs import Job, order_jobs
+from effx.transkimmer.jobs import DEFAULT_PREDICTOR_LR, Job, order_jobs
 
 REFERENCES = ("baseline_continued", "fewer_layers", "topk_pruning")
 
@@ -30,9 +30,10 @@ PARAMETERS = {
     "repeat_lambdas": p.optional(p.per_key(p.positive_numbers()),
                                  "the lambdas also trained at seeds other than 0 (a list, or a "
                                  "dict task -> list; tasks not named repeat all theirs): the whole "
-                                 "grid at seed 0, these at every seed; None: every lambda at every "
-                                 "seed"),
-    "predictor_lrs": p.positive_numbers("learning rates of the skim predictors", default=[1e-4]),
+                                 "grid at seed 0 (when listed in seeds), these at every seed; None: "
+                                 "every lambda at every seed"),
+    "predictor_lrs": p.positive_numbers("learning rates of the skim predictors",
+                                   default=[DEFAULT_PREDICTOR_LR]),
     "epochs": p.per_key(p.positive_number(), "stage 1 (fine-tuning) epochs, or a dict task -> epochs",
                         default=1.0),
     "skim_epochs": p.per_key(p.positive_number(), "stage 2 (Transkimmer / equal budget) epochs",

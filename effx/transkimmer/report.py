@@ -183,37 +183,50 @@ def seed_summary(summ: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def pick(g: pd.DataFrame) -> pd.Series:
+    """The selection rule of every summary: among settings (rows of ``seed_summary``), the largest
+    FLOPs speedup within 1 point of its reference, else the setting closest to it."""
+    ok = g[(g.delta >= TARGET["max_delta"]) & g.flops_speedup.notna()]
+    return ok.loc[ok.flops_speedup.idxmax()] if len(ok) else g.loc[g.delta.idxmax()]
+
+
+def within(r: pd.Series) -> bool:
+    """Whether a setting is within 1 point of its reference."""
+    return bool(r.delta >= TARGET["max_delta"])
+
+
 def headline(seeds: pd.DataFrame) -> pd.DataFrame:
     """One Transkimmer setting per (task, variant), at the task's largest budget, among tasks whose
-    baseline learned: the largest FLOPs speedup within 1 point of its reference, else the
-    setting closest to it."""
+    baseline learned, picked by ``pick``."""
     tk = seeds[(seeds.method == "transkimmer") & seeds.learned] if len(seeds) else seeds
     if tk.empty:
         return tk
     tk = tk[tk.epochs == tk.groupby("task").epochs.transform("max")]
-    rows = []
-    for _, g in tk.groupby(["task", "variant"], sort=False):
-        ok = g[g.delta >= TARGET["max_delta"]]
-        rows.append(ok.loc[ok.flops_speedup.idxmax()] if len(ok) else g.loc[g.delta.idxmax()])
+    rows = [pick(g) for _, g in tk.groupby(["task", "variant"], sort=False)]
     return pd.DataFrame(rows, columns=tk.columns).reset_index(drop=True)
 
 
+SEARCH_GROUP = ["task", "variant", "skim_lambda", "epochs"]
+
+
 def lr_search(seeds: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """The predictor learning-rate search: one row per rate (Transkimmer rows of
-    ``seed_summary``; one task, one lambda, a short stage 2) and the rate the headline's rule
-    picks (the largest FLOPs speedup within 1 point of the equal-budget baseline, else the
-    smallest loss), said in one sentence."""
-    tk = seeds[seeds.method == "transkimmer"] if len(seeds) else seeds
+    """The predictor learning-rate search: one row per rate (Transkimmer rows of ``seed_summary``
+    with their equal-budget baseline recorded), and per (task, variant, lambda, budget) the rate
+    ``pick`` chooses, said in one sentence each."""
+    tk = seeds[(seeds.method == "transkimmer") & seeds.has_equal_budget] if len(seeds) else seeds
     if tk.empty:
-        return tk, "No predictor learning-rate search is recorded."
-    cols = ["task", "skim_lambda", "epochs", "predictor_lr", "value", "reference", "delta", "kept",
-            "flops_speedup"]
-    table = tk[cols].sort_values("predictor_lr").reset_index(drop=True)
-    ok = table[table.delta >= TARGET["max_delta"]]
-    best = ok.loc[ok.flops_speedup.idxmax()] if len(ok) else table.loc[table.delta.idxmax()]
-    return table, (f"Rate picked by the headline's rule: {best.predictor_lr:g} ({best.delta:+.1f} "
-                   f"points at {best.flops_speedup:.2f}x"
-                   + (")." if len(ok) else "; no rate within 1 point)."))
+        return tk, "No predictor learning-rate search with its equal-budget baseline is recorded."
+    cols = SEARCH_GROUP + ["predictor_lr", "seeds", "value", "reference", "delta", "kept",
+                           "flops_speedup"]
+    table = tk[cols].sort_values(SEARCH_GROUP + ["predictor_lr"]).reset_index(drop=True)
+    said = []
+    for _, g in table.groupby(SEARCH_GROUP, sort=False):
+        best = pick(g)
+        said.append(f"{best.task}, lambda {best.skim_lambda:g}, {best.epochs:g} epochs in all: rate "
+                    f"{best.predictor_lr:g} picked ({best.delta:+.1f} points at "
+                    f"{best.flops_speedup:.2f}x" + (")." if within(best) else
+                                                    "; no rate within 1 point)."))
+    return table, " ".join(said)
 
 
 def coverage_table(cov) -> pd.DataFrame:
