@@ -242,3 +242,14 @@ def test_the_predictor_rate_search_names_each_rate_and_picks_by_the_headline_rul
     assert R.lr_search(R.seed_summary(R.summary(no_equal_budget)))[1].startswith("No predictor")
     assert "predictor_lr=0.001" in base.with_method("transkimmer", predictor_lr=1e-3).label
     assert "predictor_lr" not in base.with_method("transkimmer").label
+
+
+@pytest.mark.parametrize("n", [3, 5])
+def test_the_seed_interval_covers_the_true_mean_95_percent_of_the_time(n):
+    rng = np.random.default_rng(n)
+    draws = rng.normal(90.0, 0.7, size=(4000, n))             # seed-to-seed spread of accuracy
+    hits = 0
+    for d in draws:
+        mean, half = R.t_interval(d)
+        hits += abs(mean - 90.0) <= half
+    assert abs(hits / len(draws) - 0.95) < 3 * np.sqrt(0.95 * 0.05 / len(draws)) + 0.005
