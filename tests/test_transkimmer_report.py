@@ -222,7 +222,7 @@ def test_trade_off_lists_every_lambda_and_the_distance_to_the_target():
     assert C.trade_off(alone).endswith("within 1 point is 9.00x (lambda 8), the target's 3x reached.")
 
 
-def test_the_predictor_rate_search_names_each_rate_and_picks_by_the_headline_rule():
+def test_the_predictor_rate_search_names_each_rate_and_those_no_other_beats():
     base = Job("SST-2", "baseline")
     out = rows(base, measured(0.90)) + rows(base.with_method("baseline_continued", skim_epochs=0.25),
                                             measured(0.90))
@@ -235,9 +235,14 @@ def test_the_predictor_rate_search_names_each_rate_and_picks_by_the_headline_rul
                                   "lambda 0.5 predictor lr 3e-05"]          # the default unnamed
     table, picked = R.lr_search(seeds)
     assert list(table.predictor_lr) == [3e-5, 1e-4, 1e-3]
-    assert picked == "SST-2, lambda 0.5, 3.25 epochs in all: rate 0.0001 picked (-0.5 points at 1.50x)."
-    assert R.lr_search(seeds.assign(delta=seeds.delta - 5))[1].endswith(
-        "rate 3e-05 picked (-5.1 points at 1.10x; no rate within 1 point).")
+    assert picked == ("SST-2, lambda 0.5, 3.25 epochs in all. Rates no other beats on both points "
+                      "and FLOPs speedup: 3e-05 (-0.1 points at 1.10x), 0.0001 (-0.5 points at "
+                      "1.50x), 0.001 (-5.0 points at 3.00x). Within 1 point with a real FLOPs "
+                      "speedup (> 1x): 3e-05, 0.0001.")
+    slow = seeds.assign(flops_speedup=seeds.flops_speedup.where(seeds.setting != "lambda 0.5", 0.9))
+    assert R.lr_search(slow)[1].endswith("beaten on both: 0.0001. Within 1 point with a real "
+                                         "FLOPs speedup (> 1x): 3e-05.")
+    assert R.lr_search(seeds.assign(delta=seeds.delta - 5))[1].endswith("(> 1x): none.")
     no_equal_budget = pd.DataFrame([r for r in out if r["method"] != "baseline_continued"])
     assert R.lr_search(R.seed_summary(R.summary(no_equal_budget)))[1].startswith("No predictor")
     assert "predictor_lr=0.001" in base.with_method("transkimmer", predictor_lr=1e-3).label

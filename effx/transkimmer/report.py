@@ -211,8 +211,10 @@ SEARCH_GROUP = ["task", "variant", "skim_lambda", "epochs"]
 
 def lr_search(seeds: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The predictor learning-rate search: one row per rate (Transkimmer rows of ``seed_summary``
-    with their equal-budget baseline recorded), and per (task, variant, lambda, budget) the rate
-    ``pick`` chooses, said in one sentence each."""
+    with their equal-budget baseline recorded), and per (task, variant, lambda, budget) one
+    sentence: the rates no other rate beats on both points and FLOPs speedup, the dominated ones,
+    and those within 1 point with a real FLOPs speedup (> 1x). At one lambda a rate changes how
+    much is skimmed as well as how well, so no single rate is declared best."""
     tk = seeds[(seeds.method == "transkimmer") & seeds.has_equal_budget] if len(seeds) else seeds
     if tk.empty:
         return tk, "No predictor learning-rate search with its equal-budget baseline is recorded."
@@ -220,12 +222,17 @@ def lr_search(seeds: pd.DataFrame) -> tuple[pd.DataFrame, str]:
                            "flops_speedup"]
     table = tk[cols].sort_values(SEARCH_GROUP + ["predictor_lr"]).reset_index(drop=True)
     said = []
-    for _, g in table.groupby(SEARCH_GROUP, sort=False):
-        best = pick(g)
-        said.append(f"{best.task}, lambda {best.skim_lambda:g}, {best.epochs:g} epochs in all: rate "
-                    f"{best.predictor_lr:g} picked ({best.delta:+.1f} points at "
-                    f"{best.flops_speedup:.2f}x" + (")." if within(best) else
-                                                    "; no rate within 1 point)."))
+    rate = lambda r: f"{r.predictor_lr:g} ({r.delta:+.1f} points at {r.flops_speedup:.2f}x)"  # noqa: E731
+    for (task, _, lam, epochs), g in table.groupby(SEARCH_GROUP, sort=False):
+        front = [r for r in g.itertuples() if not ((g.delta >= r.delta) & (g.flops_speedup >= r.flops_speedup)
+                 & ((g.delta > r.delta) | (g.flops_speedup > r.flops_speedup))).any()]
+        beaten = [f"{r.predictor_lr:g}" for r in g.itertuples() if r not in front]
+        useful = [f"{r.predictor_lr:g}" for r in front if within(r) and r.flops_speedup > 1]
+        said.append(f"{task}, lambda {lam:g}, {epochs:g} epochs in all. Rates no other beats on "
+                    f"both points and FLOPs speedup: {', '.join(rate(r) for r in front)}"
+                    + (f"; beaten on both: {', '.join(beaten)}" if beaten else "")
+                    + ". Within 1 point with a real FLOPs speedup (> 1x): "
+                    + (", ".join(useful) if useful else "none") + ".")
     return table, " ".join(said)
 
 
