@@ -4,6 +4,7 @@
 #                                                 # (STUDIES="tipping_points" for some of them)
 #   bash scripts/run_full_profiles.sh training    # transkimmer_glue (training only) and spion
 #   bash scripts/run_full_profiles.sh wallclock   # transkimmer_glue's wall-clock units
+#   bash scripts/run_full_profiles.sh search      # transkimmer_glue's predictor-rate search (profile search)
 # Timing runs need an idle machine: run nothing beside them (the machine's load is recorded with
 # every unit, and the chapters warn when it was high). Training runs resume where they stopped
 # (checkpoints under data/results/checkpoints/); run them as `nohup ... &` and come back.
@@ -23,5 +24,7 @@ case "${1:-timing}" in
     wait ;;
   wallclock)  # alone on the machine
     measure --only transkimmer_glue ;;
-  *) echo "usage: $0 timing|training|wallclock" >&2; exit 2 ;;
+  search)     # needs the full profile's SST-2 baseline checkpoint (trained first if missing)
+    echo "$(date -u +%FT%TZ): search"; "$PY" -m effx.pipeline measure --profile search --only transkimmer_glue ;;
+  *) echo "usage: $0 timing|training|wallclock|search" >&2; exit 2 ;;
 esac
