@@ -91,3 +91,10 @@ def test_a_missing_dataset_names_where_it_looked_and_how_to_install_it(monkeypat
     with pytest.raises(MissingData) as err:
         fashion_mnist_arrays("train")
     assert str(tmp_path) in str(err.value) and "apt-get install dataset-fashion-mnist" in str(err.value)
+
+
+def test_non_default_compares_with_the_checked_defaults():
+    from effx.studies import get_study
+    study = get_study("transkimmer_glue")
+    ran = {**study.defaults(), "fewer_layers": [2, 3], "lambdas": [0.5]}   # as a run records them
+    assert p.non_default(study.schema, ran) == {"lambdas": [0.5]}
