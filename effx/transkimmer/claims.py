@@ -45,7 +45,7 @@ def target_verdict(head: pd.DataFrame) -> str:
     if r.empty:
         return "No SST-2 result with the fixed variant yet: the target cannot be checked."
     r = r.iloc[0]
-    acc = r.delta >= TARGET["max_delta"]
+    acc = within(r)
     flops = r.flops_speedup >= TARGET["flops_speedup"]
     timed = present(r.wall_b32)
     wall = timed and r.wall_b32 > TARGET["wall_speedup"] and r.wall_over_flops >= TARGET["wall_over_flops"]

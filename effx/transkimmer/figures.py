@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from effx.transkimmer.report import jobs_frame, setting
+from effx.transkimmer.report import jobs_frame, not_beaten, setting
 
 METHOD_ORDER = ("baseline", "baseline_continued", "transkimmer", "topk_pruning", "fewer_layers")
 
@@ -21,11 +21,7 @@ def frontier(seeds: pd.DataFrame, x: str = "flops_speedup") -> pd.DataFrame:
     cols = ["task", "method", "setting", "metric", "seeds", "value", "value_ci", "delta",
             "delta_ci", "flops_speedup", "wall_b1", "wall_b32", "wall_b32_ci", "kept"]
     out = seeds[cols].copy()
-    out["pareto"] = False
-    for task, g in out.groupby("task"):
-        for i, r in g.iterrows():
-            better = g[(g.value >= r.value) & (g[x] >= r[x]) & ((g.value > r.value) | (g[x] > r[x]))]
-            out.loc[i, "pareto"] = better.empty
+    out["pareto"] = pd.concat([not_beaten(g, x) for _, g in out.groupby("task")]).astype(bool)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return out.sort_values(["task", "method", x], key=lambda c: c.map(order) if c.name == "method"
                            else c).reset_index(drop=True)

@@ -190,6 +190,13 @@ def pick(g: pd.DataFrame) -> pd.Series:
     return ok.loc[ok.flops_speedup.idxmax()] if len(ok) else g.loc[g.delta.idxmax()]
 
 
+def not_beaten(g: pd.DataFrame, x: str = "flops_speedup") -> pd.Series:
+    """Per row of ``g``: no other row is at least as good on both the metric (``value``) and
+    ``x`` and better on one of them (the Pareto front)."""
+    return g.apply(lambda r: not ((g.value >= r.value) & (g[x] >= r[x])
+                                  & ((g.value > r.value) | (g[x] > r[x]))).any(), axis=1)
+
+
 def within(r: pd.Series) -> bool:
     """Whether a setting is within 1 point of its reference."""
     return bool(r.delta >= TARGET["max_delta"])
@@ -224,9 +231,9 @@ def lr_search(seeds: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     said = []
     rate = lambda r: f"{r.predictor_lr:g} ({r.delta:+.1f} points at {r.flops_speedup:.2f}x)"  # noqa: E731
     for (task, _, lam, epochs), g in table.groupby(SEARCH_GROUP, sort=False):
-        front = [r for r in g.itertuples() if not ((g.delta >= r.delta) & (g.flops_speedup >= r.flops_speedup)
-                 & ((g.delta > r.delta) | (g.flops_speedup > r.flops_speedup))).any()]
-        beaten = [f"{r.predictor_lr:g}" for r in g.itertuples() if r not in front]
+        best = not_beaten(g)               # one lambda and budget: one reference, value ~ delta
+        front = list(g[best].itertuples())
+        beaten = [f"{r:g}" for r in g.predictor_lr[~best]]
         useful = [f"{r.predictor_lr:g}" for r in front if within(r) and r.flops_speedup > 1]
         said.append(f"{task}, lambda {lam:g}, {epochs:g} epochs in all. Rates no other beats on "
                     f"both points and FLOPs speedup: {', '.join(rate(r) for r in front)}"
