@@ -258,3 +258,28 @@ def test_the_seed_interval_covers_the_true_mean_95_percent_of_the_time(n):
         mean, half = R.t_interval(d)
         hits += abs(mean - 90.0) <= half
     assert abs(hits / len(draws) - 0.95) < 3 * np.sqrt(0.95 * 0.05 / len(draws)) + 0.005
+
+
+def test_less_model_compares_each_reference_with_transkimmer_at_its_own_speedup():
+    seeds = R.seed_summary(R.summary(table()))     # Transkimmer: 82.5 @ 1.2x, 82.2 @ 4x, 63 @ 9x
+    text = C.less_model(seeds)
+    assert "first 3 layers (78.0 at 2.00x, 1 seed(s)): -4.4 points against Transkimmer" in text
+    assert "top-k 25% FLOPs (70.0 at 3.90x, 1 seed(s)): -12.2 points" in text
+    assert "Running less model wins 0, learned skimming wins 2, 0 tie(s), 0 undecided" in text
+
+    def with_ref(value, flops):
+        ref = seeds.method == "fewer_layers"
+        return C.less_model(seeds.assign(value=seeds.value.where(~ref, value),
+                                         flops_speedup=seeds.flops_speedup.where(~ref, flops))
+                            [seeds.method != "topk_pruning"])
+    assert "Running less model wins 1," in with_ref(84.0, 2.0)          # +1.6 at the same speedup
+    assert "0 tie(s)" not in with_ref(83.0, 2.0)                        # +0.6: a tie
+    faster = with_ref(62.5, 10.0)                     # faster than all, 0.5 worse than lambda 8
+    assert "faster than every Transkimmer setting; -0.5 points against the fastest, lambda 8 " \
+           "at 9.00x" in faster and "Running less model wins 1," in faster
+    assert "1 undecided" in with_ref(50.0, 10.0)                        # faster but 13 worse
+    assert "learned skimming wins 1," in with_ref(83.0, 1.1)            # slower, only 0.5 better
+    assert "1 undecided" in with_ref(90.0, 1.1)                         # slower but 7.5 better
+    assert C.less_model(seeds, "CoLA").startswith("No CoLA")
+    assert "not compared" in C.less_model(seeds.assign(learned=False))
+    assert "nan" not in text

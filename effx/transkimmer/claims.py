@@ -150,3 +150,57 @@ def glue_names(head: pd.DataFrame, prefix: str = "tk") -> dict[str, float]:
         t = f"{prefix}_{r.task.lower().replace('-', '')}" + ("" if r.variant == "fixed" else f"_{r.variant}")
         out.update({f"{t}_{k}": float(r[k]) for k in GLUE_KEYS if k in r and present(r[k])})
     return out
+
+
+REFERENCE_METHODS = ("fewer_layers", "topk_pruning")     # the ways of running less model
+
+
+def _versus(r, tk: pd.DataFrame) -> tuple[str, str]:
+    """One reference row against Transkimmer's settings ``tk`` (sorted by FLOPs speedup): who wins
+    ('reference', 'transkimmer', 'par' or 'undecided') and the sentence that says so."""
+    margin = -TARGET["max_delta"]                        # a difference counts beyond 1 point
+    s, v = r.flops_speedup, r.value
+    head = f"{r.setting} ({v:.1f} at {s:.2f}x, {r.seeds} seed(s))"
+    lo, hi = tk.iloc[0], tk.iloc[-1]
+    if lo.flops_speedup <= s <= hi.flops_speedup:
+        d = v - float(np.interp(s, tk.flops_speedup, tk.value))
+        who = "reference" if d > margin else "transkimmer" if d < -margin else "par"
+        return who, f"{head}: {d:+.1f} points against Transkimmer interpolated to the same speedup"
+    near = hi if s > hi.flops_speedup else lo
+    d = v - near.value
+    if s > hi.flops_speedup:
+        who = "reference" if d >= -margin else "undecided"
+    else:
+        who = "transkimmer" if d <= margin else "undecided"
+    side = "faster" if s > hi.flops_speedup else "slower"
+    return who, (f"{head}: {side} than every Transkimmer setting; {d:+.1f} points against the "
+                 f"{'fastest' if side == 'faster' else 'slowest'}, {near.setting} at "
+                 f"{near.flops_speedup:.2f}x")
+
+
+def less_model(seeds: pd.DataFrame, task: str = "SST-2") -> str:
+    """Does learned skimming beat running less model? (markdown) Each reference of ``task`` that
+    runs less model (fewer layers, top-k pruning) against Transkimmer's settings (fixed variant,
+    largest budget) at its own FLOPs speedup: the Transkimmer metric there interpolated linearly
+    between the settings around it. A reference faster than every setting wins when it is also no
+    more than 1 point worse than the fastest one; one slower than every setting loses when it is
+    not more than 1 point better than the slowest. Differences of 1 point or less are a tie. Tasks
+    whose baseline did not learn (``report.summary``'s 'learned') are not compared."""
+    got = seeds[seeds.task == task] if len(seeds) else seeds
+    tk = got[(got.method == "transkimmer") & (got.variant == "fixed") & got.flops_speedup.notna()] \
+        if len(got) else got
+    refs = got[got.method.isin(REFERENCE_METHODS) & got.flops_speedup.notna()] if len(got) else got
+    if tk.empty or refs.empty:
+        return f"No {task} Transkimmer setting and reference that runs less model to compare yet."
+    if not got.learned.all():
+        return (f"{task}: learned skimming and running less model are not compared, because the "
+                "baseline did not clearly beat the majority-class predictor.")
+    tk = tk[tk.epochs == tk.epochs.max()].sort_values("flops_speedup")
+    verdicts = [_versus(r, tk) for r in refs.sort_values("flops_speedup").itertuples()]
+    count = {w: sum(v == w for v, _ in verdicts)
+             for w in ("reference", "transkimmer", "par", "undecided")}
+    return (f"{task}, learned skimming against running less model (metric x100 and FLOPs speedup; "
+            f"a difference counts beyond 1 point): " + "; ".join(s for _, s in verdicts) + ". "
+            f"Running less model wins {count['reference']}, learned skimming wins "
+            f"{count['transkimmer']}, {count['par']} tie(s), {count['undecided']} undecided (faster "
+            f"but worse, or slower but better), of {len(verdicts)}.")
