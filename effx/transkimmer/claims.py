@@ -70,16 +70,22 @@ def target_verdict(head: pd.DataFrame) -> str:
                      else "not met") + "."])
 
 
+def _skim_settings(seeds: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The Transkimmer settings of ``task`` the summaries compare (fixed variant, FLOPs counted,
+    the task's largest budget), sorted by FLOPs speedup."""
+    tk = seeds[(seeds.task == task) & (seeds.method == "transkimmer") & (seeds.variant == "fixed")
+               & seeds.flops_speedup.notna()] if len(seeds) else seeds
+    return tk[tk.epochs == tk.epochs.max()].sort_values("flops_speedup") if len(tk) else tk
+
+
 def trade_off(seeds: pd.DataFrame, task: str = "SST-2") -> str:
     """Every Transkimmer setting of ``task`` the headline chooses from (fixed variant, the task's
     largest budget, baseline learned) as a trade-off (markdown): points against its reference and
     FLOPs speedup, then the setting ``pick`` chooses and how far it stands from the target's 3x,
     and what the largest speedup measured changed."""
-    tk = seeds[(seeds.task == task) & (seeds.method == "transkimmer") & (seeds.variant == "fixed")
-               & seeds.learned & seeds.flops_speedup.notna()] if len(seeds) else seeds
-    if tk.empty:
+    tk = _skim_settings(seeds, task)
+    if tk.empty or not tk.learned.all():
         return f"No {task} Transkimmer setting (of a baseline that learned the task) yet."
-    tk = tk[tk.epochs == tk.epochs.max()].sort_values("flops_speedup")
     steps = "; ".join(f"{r.setting}"
                       + (f" (paper's lambda {r.lambda_official:.2g})" if present(r.lambda_official)
                          else "")
@@ -158,44 +164,42 @@ REFERENCE_METHODS = ("fewer_layers", "topk_pruning")     # the ways of running l
 def _versus(r, tk: pd.DataFrame) -> tuple[str, str]:
     """One reference row against Transkimmer's settings ``tk`` (sorted by FLOPs speedup): who wins
     ('reference', 'transkimmer', 'par' or 'undecided') and the sentence that says so."""
-    margin = -TARGET["max_delta"]                        # a difference counts beyond 1 point
+    tie = -TARGET["max_delta"]                           # a difference counts beyond 1 point
     s, v = r.flops_speedup, r.value
     head = f"{r.setting} ({v:.1f} at {s:.2f}x, {r.seeds} seed(s))"
     lo, hi = tk.iloc[0], tk.iloc[-1]
     if lo.flops_speedup <= s <= hi.flops_speedup:
         d = v - float(np.interp(s, tk.flops_speedup, tk.value))
-        who = "reference" if d > margin else "transkimmer" if d < -margin else "par"
+        who = "par" if abs(d) <= tie else "reference" if d > 0 else "transkimmer"
         return who, f"{head}: {d:+.1f} points against Transkimmer interpolated to the same speedup"
-    near = hi if s > hi.flops_speedup else lo
+    faster = s > hi.flops_speedup                         # else slower than every setting
+    near = hi if faster else lo
     d = v - near.value
-    if s > hi.flops_speedup:
-        who = "reference" if d >= -margin else "undecided"
+    if faster:
+        who = "reference" if d >= -tie else "undecided"    # faster and not clearly worse
     else:
-        who = "transkimmer" if d <= margin else "undecided"
-    side = "faster" if s > hi.flops_speedup else "slower"
-    return who, (f"{head}: {side} than every Transkimmer setting; {d:+.1f} points against the "
-                 f"{'fastest' if side == 'faster' else 'slowest'}, {near.setting} at "
-                 f"{near.flops_speedup:.2f}x")
+        who = "transkimmer" if d <= tie else "undecided"   # slower and not clearly better
+    return who, (f"{head}: {'faster' if faster else 'slower'} than every Transkimmer setting; "
+                 f"{d:+.1f} points against the {'fastest' if faster else 'slowest'}, "
+                 f"{near.setting} at {near.flops_speedup:.2f}x")
 
 
 def less_model(seeds: pd.DataFrame, task: str = "SST-2") -> str:
     """Does learned skimming beat running less model? (markdown) Each reference of ``task`` that
-    runs less model (fewer layers, top-k pruning) against Transkimmer's settings (fixed variant,
-    largest budget) at its own FLOPs speedup: the Transkimmer metric there interpolated linearly
-    between the settings around it. A reference faster than every setting wins when it is also no
-    more than 1 point worse than the fastest one; one slower than every setting loses when it is
-    not more than 1 point better than the slowest. Differences of 1 point or less are a tie. Tasks
-    whose baseline did not learn (``report.summary``'s 'learned') are not compared."""
-    got = seeds[seeds.task == task] if len(seeds) else seeds
-    tk = got[(got.method == "transkimmer") & (got.variant == "fixed") & got.flops_speedup.notna()] \
-        if len(got) else got
-    refs = got[got.method.isin(REFERENCE_METHODS) & got.flops_speedup.notna()] if len(got) else got
+    runs less model (fewer layers, top-k pruning) against Transkimmer's settings (``_skim_settings``)
+    at its own FLOPs speedup: the Transkimmer metric there interpolated linearly between the
+    settings around it. A reference faster than every setting wins when it is also no more than
+    1 point worse than the fastest one; one slower than every setting loses when it is not more
+    than 1 point better than the slowest. Differences of 1 point or less are a tie. Tasks whose
+    baseline did not learn (``report.summary``'s 'learned') are not compared."""
+    tk = _skim_settings(seeds, task)
+    refs = seeds[(seeds.task == task) & seeds.method.isin(REFERENCE_METHODS)
+                 & seeds.flops_speedup.notna()] if len(seeds) else seeds
     if tk.empty or refs.empty:
         return f"No {task} Transkimmer setting and reference that runs less model to compare yet."
-    if not got.learned.all():
+    if not (tk.learned.all() and refs.learned.all()):
         return (f"{task}: learned skimming and running less model are not compared, because the "
                 "baseline did not clearly beat the majority-class predictor.")
-    tk = tk[tk.epochs == tk.epochs.max()].sort_values("flops_speedup")
     verdicts = [_versus(r, tk) for r in refs.sort_values("flops_speedup").itertuples()]
     count = {w: sum(v == w for v, _ in verdicts)
              for w in ("reference", "transkimmer", "par", "undecided")}
