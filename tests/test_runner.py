@@ -69,6 +69,30 @@ def test_progress_lines_say_what_runs_how_much_is_left_and_when_it_ends(tmp_path
     assert "1/3 units done" in progress.line() and "ETA" in progress.line()
 
 
+def test_the_eta_falls_while_a_unit_runs_and_never_counts_a_running_unit_twice():
+    clock = [0.0]
+    progress = Progress("s", [10.0, 10.0, 10.0], stream=io.StringIO(), every_s=0,
+                        clock=lambda: clock[0])
+    progress.start("a", 10.0)
+    assert progress.seconds_left() is None                  # no rate before a unit finishes
+    clock[0] = 100.0
+    progress.finish(10.0)                                   # 10 s per unit of cost
+    assert progress.seconds_left() == 200.0
+    progress.start("b", 10.0)
+    clock[0] = 160.0
+    assert progress.seconds_left() == 140.0                 # b: 40 s still, c: 100 s
+    clock[0] = 250.0                                        # b overruns its estimate
+    assert progress.seconds_left() == 100.0
+    progress.finish(10.0)                                   # 2 units in 250 s: 12.5 s per cost
+    assert progress.seconds_left() == 125.0 and "ETA 2m05s" in progress.line()
+    skipped = Progress("s", [10.0, 10.0, 10.0], stream=io.StringIO(), every_s=0,
+                       clock=lambda: clock[0])
+    skipped.start("a", 10.0)
+    clock[0] = 270.0
+    skipped.finish(10.0, started=False)       # a unit skipped after an OOM: "a" still runs
+    assert len(skipped.running) == 1 and skipped.seconds_left() == 20.0
+
+
 def test_a_larger_time_budget_measures_a_stopped_point_again():
     rec = {"status": "ok", "info": {"stopped_by_budget_s": 2.0}}
     assert unit_done([rec], {"budget_s": 2.0})

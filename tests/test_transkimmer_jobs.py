@@ -235,3 +235,21 @@ def test_the_lambda_grid_runs_at_seed_0_and_only_the_repeated_lambdas_at_other_s
             if u.key["method"] == "transkimmer" and u.key["task"] == "SST-2"} == {0.5}
     with pytest.raises(ParameterError, match=r"not in them: \[0\.8\]"):
         study.validate({**base, "repeat_lambdas": {"SST-2": [0.8]}})
+
+
+def test_unit_costs_follow_the_training_each_job_does_itself():
+    """The progress ETA weighs units by cost: a stage-2 job costs its own epochs only, a cut
+    encoder its share of the layers, top-k pruning (no training) far less, a larger task more."""
+    from effx.studies import get_study
+    study = get_study("transkimmer_glue")
+    P = study.validate({"profile": "tiny", "tasks": ["SST-2", "RTE"], "subset": 0, "epochs": 3.0,
+                        "skim_epochs": 2.0, "fewer_layers": [2],
+                        "references": ["baseline_continued", "fewer_layers", "topk_pruning"]})
+    cost = {(u.key["task"], u.key["method"], u.key.get("measure")): u.cost_s for u in study.units(P)}
+    base = cost["SST-2", "baseline", None]
+    assert cost["SST-2", "transkimmer", None] == pytest.approx(base * 2 / 3)
+    assert cost["SST-2", "baseline_continued", None] == pytest.approx(base * 2 / 3)
+    assert cost["SST-2", "fewer_layers", None] == pytest.approx(base * 2 / 6)   # MiniLM: 6 layers
+    assert cost["SST-2", "topk_pruning", None] < base / 20
+    assert cost["RTE", "baseline", None] < base / 10                 # 2.5k against 67k examples
+    assert 0 < cost["SST-2", "transkimmer", "wall_clock"] < base

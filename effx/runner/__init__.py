@@ -165,9 +165,9 @@ def run_study(study: Study, P: dict, *, backend: str = "process", store: ResultS
                                                              "series ran out of memory"})],
                                       series=series)
                     summary.skipped += 1
-                    progress.finish(unit.cost_s)
+                    progress.finish(unit.cost_s, started=False)
                     continue
-                progress.start(unit.label)
+                progress.start(unit.label, unit.cost_s)
                 earlier = [r for recs in by_unit.values() for r in recs
                            if series and r.get("unit_series") == series]
                 inflight[series] = (unit, engine.submit(study, unit, P, earlier, str(checkpoints)))

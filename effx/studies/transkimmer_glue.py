@@ -9,6 +9,7 @@ analysis is ``effx.transkimmer.report`` and ``effx.transkimmer.figures``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -128,19 +129,43 @@ def jobs(P: dict) -> list[Job]:
     return order_jobs(out)
 
 
+@functools.lru_cache(maxsize=None)
+def _train_examples(task: str) -> int:
+    try:
+        with open(tsv_path(task, "train"), encoding="utf-8") as f:
+            return max(sum(1 for _ in f) - 1, 1)
+    except (OSError, ParameterError):
+        return 1000
+
+
+def _cost(job: Job) -> float:
+    """A job's relative cost (the progress ETA and the plan): thousands of training examples
+    times the epochs the job trains itself (Transkimmer and the continued baseline start from a
+    trained baseline), a cut encoder by its share of the layers; top-k pruning only evaluates
+    (counted as a tenth of an epoch)."""
+    from effx.transkimmer.encoders import encoder_depth
+    thousands = (job.subset or _train_examples(job.task)) / 1000
+    if job.method == "topk_pruning":
+        return thousands * 0.1
+    if job.method in ("transkimmer", "baseline_continued"):
+        return thousands * job.skim_epochs
+    depth = encoder_depth(job.encoder) if job.method == "fewer_layers" else None
+    return thousands * job.epochs * (job.layers / depth if depth else 1.0)
+
+
 def units(P: dict) -> list[Unit]:
     """One unit per job (its own series, after the jobs it starts from), then its wall clock."""
     out = []
     for job in jobs(P):
         series = json.dumps(job.key(), sort_keys=True)
-        cost = 60.0 * (job.epochs + (job.skim_epochs if job.method in
-                                     ("transkimmer", "baseline_continued") else 0))
+        cost = _cost(job)
         after = tuple(Unit(req.key(), "").id for req in job.requires())
         out.append(Unit(job.key(), job.label, series=series, cost_s=cost, cpus=P["threads"],
                         gpus=int(P["device"] != "cpu"), after=after))
         if P["wall_clock"]:
             out.append(Unit({**job.key(), "measure": "wall_clock"}, f"{job.label}: wall clock",
-                            series=series, cost_s=10.0, cpus=os.cpu_count() or 1,
+                            series=series, cost_s=job.timing_examples * job.timing_repeats / 64,
+                            cpus=os.cpu_count() or 1,
                             gpus=int(P["device"] != "cpu")))
     return out
 

