@@ -150,6 +150,27 @@ def test_frontier_of_all_methods_and_plots():
     assert grid.loc["0:[CLS]"].sum() == 6
 
 
+def test_training_curves_are_summarised_over_seeds_by_their_range():
+    out = []
+    for seed, loss in enumerate([0.9, 0.5, 0.7]):
+        steps = [0, 10, 20] if seed < 2 else [0, 10]      # seed 2 stopped logging earlier
+        curve = {"step": steps, "task_loss": [loss - s / 100 for s in steps],
+                 "kept": [1.0, 0.8, 0.6][:len(steps)]}
+        out += rows(Job("SST-2", "transkimmer", seed=seed, skim_lambda=0.3), measured(0.8),
+                    curves=curve)
+    bands = F.curve_bands(pd.DataFrame(out))
+    loss = bands[(bands.quantity == "task loss")].set_index("step")
+    assert loss.seeds.tolist() == [3, 3, 2] and set(bands.setting) == {"lambda 0.3"}
+    assert loss.loc[0, ["mean", "lo", "hi"]].tolist() == pytest.approx([0.7, 0.5, 0.9])
+    assert loss.loc[20, ["lo", "hi"]].tolist() == pytest.approx([0.3, 0.7])    # seeds 0 and 1 only
+    kept = bands[bands.quantity == "kept fraction"]
+    assert kept["mean"].tolist() == pytest.approx([1.0, 0.8, 0.6])
+    axes = F.plot_curves(bands, "SST-2")
+    assert [ax.get_ylabel() for ax in axes] == ["task loss", "kept fraction"]
+    assert len(axes[0].lines) == 1 and len(axes[0].collections) == 1       # mean line, seed band
+    assert F.curve_bands(table()).empty                  # records without curves: nothing drawn
+
+
 def test_coverage_counts_what_the_plan_has_recorded():
     cov = pd.DataFrame([
         {"task": "SST-2", "method": "baseline", "unit": "SST-2 baseline (seed 0)", "status": "ok"},

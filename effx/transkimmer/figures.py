@@ -1,5 +1,5 @@
 """Figures of the Transkimmer study: the accuracy-speedup frontier of every method, kept tokens
-by layer, and one sentence's skimming trace. Each is a function returning a tidy frame, plus a
+by layer, one sentence's skimming trace and the training curves. Each is a function returning a tidy frame, plus a
 plot function that reads only that frame (matplotlib / seaborn).
 """
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from effx.transkimmer.report import jobs_frame, not_beaten, setting
+from effx.transkimmer.report import curves, jobs_frame, not_beaten, setting
 
 METHOD_ORDER = ("baseline", "baseline_continued", "transkimmer", "topk_pruning", "fewer_layers")
 
@@ -94,3 +94,38 @@ def trace_frame(table: pd.DataFrame, task: str, method: str = "transkimmer",
     grid = [[int(layer < s) for layer in range(layers)] for s in trace["skimmed_at"]]
     return pd.DataFrame(grid, index=[f"{i}:{t}" for i, t in enumerate(trace["tokens"])],
                         columns=[f"L{i}" for i in range(layers)])
+
+
+def curve_bands(table: pd.DataFrame) -> pd.DataFrame:
+    """Training curves (``report.curves``) summarised over seeds: task, setting, quantity, step,
+    seeds (how many seeds logged that step), mean, lo and hi (the seeds' smallest and largest value:
+    a plain range, not an interval; with 3 seeds a bootstrap would only dress it up)."""
+    long = curves(table)
+    cols = ["task", "setting", "quantity", "step", "seeds", "mean", "lo", "hi"]
+    if long.empty:
+        return pd.DataFrame(columns=cols)
+    out = (long.groupby(["task", "setting", "quantity", "step"], sort=True).value
+           .agg(seeds="count", mean="mean", lo="min", hi="max").reset_index())
+    return out[cols]
+
+
+def plot_curves(bands: pd.DataFrame, task: str, axes=None):
+    """Task loss and kept fraction against training step for one task: per setting the mean over
+    seeds, shaded between the seeds' lowest and highest value."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    g = bands[bands.task == task]
+    quantities = sorted(set(g.quantity), reverse=True)           # task loss, then kept fraction
+    if axes is None:
+        _, axes = plt.subplots(1, len(quantities), figsize=(5 * len(quantities), 3.4), squeeze=False)
+        axes = axes[0]
+    settings = sorted(set(g.setting))
+    palette = dict(zip(settings, sns.color_palette("colorblind", len(settings))))
+    for ax, quantity in zip(axes, quantities):
+        for name, s in g[g.quantity == quantity].groupby("setting"):
+            ax.plot(s.step, s["mean"], color=palette[name], lw=1, label=name)
+            if (s.seeds > 1).any():
+                ax.fill_between(s.step, s.lo, s.hi, color=palette[name], alpha=0.2, lw=0)
+        ax.set(xlabel="training step", ylabel=quantity, title=f"{task}: {quantity}")
+    axes[-1].legend(fontsize="x-small", ncol=2)
+    return axes
