@@ -195,6 +195,22 @@ def test_every_method_runs_and_reports_what_it_measured(minilm2, straight):
     assert "keep_l0" not in fewer
 
 
+def test_the_wall_clock_unit_says_how_closely_its_weights_match_the_recorded_run(minilm2, straight):
+    from effx.studies import get_study
+    from effx.study import Context, Unit
+    study, (folder, _, info), job = get_study("transkimmer_glue"), straight, _tk(minilm2)
+    unit = Unit({**job.key(), "measure": "wall_clock"}, "wall clock")
+
+    def gap(earlier):
+        (record,) = study.execute(unit, {"threads": 1}, Context(earlier, _quiet, str(folder)))
+        assert record.metrics["speedup_b32"]["value"] > 0
+        return record.info["loss_curve_gap"]
+    assert gap([{"info": {"seconds": 1.0}}, {"info": info}]) == 0.0    # the checkpoint of the record
+    shifted = {"curves": {**info["curves"], "loss": [v + 0.01 for v in info["curves"]["loss"]]}}
+    assert gap([{"info": shifted}]) == pytest.approx(0.01)            # weights of another run
+    assert gap([]) is None                                            # nothing recorded to compare
+
+
 def test_the_equal_budget_reference_can_be_trained_in_a_run_of_its_own():
     from effx.studies import get_study
     study = get_study("transkimmer_glue")

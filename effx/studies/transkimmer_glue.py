@@ -173,14 +173,15 @@ def units(P: dict) -> list[Unit]:
 def execute(unit: Unit, P: dict, ctx) -> list[Record]:
     from pathlib import Path
 
-    from effx.transkimmer.execute import run_job, time_job, trained_model
+    from effx.transkimmer.execute import loss_curve_gap, run_job, time_job, trained_model
     job = Job.from_key(unit.key)
     folder = Path(ctx.checkpoint_dir)
-    if unit.key.get("measure") == "wall_clock":
-        import torch
+    if unit.key.get("measure") == "wall_clock":    # the weights may be retrained since the record:
+        import torch                               # the loss-curve gap says how closely they match
         torch.set_num_threads(P["threads"])
-        model, tokenizer, _ = trained_model(job, folder, log=ctx.log)
+        model, tokenizer, trained = trained_model(job, folder, log=ctx.log)
         metrics, info = time_job(job, model, tokenizer, log=ctx.log)
+        info["loss_curve_gap"] = loss_curve_gap(trained, ctx.earlier)
         return [Record(unit.key, "ok", metrics, info)]
     metrics, info = run_job(job, folder, log=ctx.log, timing=False)
     return [Record(unit.key, "ok", metrics, info)]

@@ -130,6 +130,21 @@ def trained_model(job: Job, checkpoint_dir, *, log: Callable = print, checkpoint
         return model.eval(), tokenizer, info
 
 
+def loss_curve_gap(trained: dict, earlier: list[dict]) -> float | None:
+    """Largest gap between the training-loss curve of the weights in hand (``trained_model``'s
+    info) and the job's recorded training run among ``earlier`` records: 0 for the checkpoint that
+    run saved, float rounding (about 1e-7) for one retrained since, more where a skim decision
+    flipped on the way; inf when the curves differ in length; None when either is missing
+    (methods that train nothing)."""
+    mine = (trained.get("curves") or {}).get("loss")
+    recorded = [c["loss"] for r in earlier if isinstance(c := r.get("info", {}).get("curves"), dict)]
+    if mine is None or not recorded:
+        return None
+    if len(mine) != len(recorded[-1]):
+        return float("inf")
+    return float(np.max(np.abs(np.subtract(mine, recorded[-1])))) if mine else 0.0
+
+
 def _method_forwards(job: Job, model: SkimBert, tokenizer, log) -> tuple:
     """(forward or None for 'the reference itself', removal forward for traces, info)."""
     if job.method == "transkimmer":
