@@ -304,3 +304,16 @@ def test_less_model_compares_each_reference_with_transkimmer_at_its_own_speedup(
     assert C.less_model(seeds, "CoLA").startswith("No CoLA")
     assert "not compared" in C.less_model(seeds.assign(learned=False))
     assert "nan" not in text
+
+
+def test_wall_clock_means_say_how_many_seeds_were_timed():
+    t = table()
+    untimed = t.metric.str.startswith("speedup_") & (t.seed > 0)     # wall clock of seed 0 only
+    seeds = R.seed_summary(R.summary(t[~untimed]))
+    tk = seeds[seeds.setting == "lambda 2"].iloc[0]
+    assert tk.seeds == 3 and tk.wall_seeds == 1 and tk.wall_b32 == pytest.approx(3.0)
+    assert np.isnan(tk.wall_b32_ci)
+    assert "(timed at 1 of the 3 seeds)" in C.target_verdict(R.headline(seeds))
+    everywhere = R.seed_summary(R.summary(t))
+    assert everywhere[everywhere.setting == "lambda 2"].iloc[0].wall_seeds == 3
+    assert "timed at" not in C.target_verdict(R.headline(everywhere))

@@ -162,7 +162,8 @@ SEED_COLUMNS = ("value", "delta", "baseline", "reference", "flops_speedup", "wal
 def seed_summary(summ: pd.DataFrame) -> pd.DataFrame:
     """One row per setting: means over seeds and 95% t-interval half-widths ('<col>_ci') of the
     metric, its change against the reference, speedups and kept fraction; 'seeds'; 'dev_se'
-    (the dev set's own sampling error of one run, accuracy only); 'has_equal_budget' (False: a
+    (the dev set's own sampling error of one run, accuracy only); 'wall_seeds' (the seeds whose
+    wall clock is measured: the wall-clock means are over these); 'has_equal_budget' (False: a
     Transkimmer delta is against the once-trained baseline, flattered by its extra training)."""
     if summ.empty:
         return summ
@@ -174,7 +175,8 @@ def seed_summary(summ: pd.DataFrame) -> pd.DataFrame:
                                      "epochs", "majority", "padding_flops", "padding_wall_b32",
                                      "padding_flops_random_b32", "padding_wall_random_b32",
                                      "lambda_official")}
-        row.update(seeds=len(g), dev_se=float(g.dev_se.mean()), learned=bool(g.learned.all()),
+        row.update(seeds=len(g), wall_seeds=int(g.wall_b32.notna().sum()),
+                   dev_se=float(g.dev_se.mean()), learned=bool(g.learned.all()),
                    has_equal_budget=bool(g.equal_budget.notna().all()))
         for c in SEED_COLUMNS:
             row[c], row[f"{c}_ci"] = t_interval(g[c])
