@@ -176,9 +176,11 @@ def execute(unit: Unit, P: dict, ctx) -> list[Record]:
     from effx.transkimmer.execute import loss_curve_gap, run_job, time_job, trained_model
     job = Job.from_key(unit.key)
     folder = Path(ctx.checkpoint_dir)
-    if unit.key.get("measure") == "wall_clock":    # the weights may be retrained since the record:
-        import torch                               # the loss-curve gap says how closely they match
+    if unit.key.get("measure") == "wall_clock":
+        import torch
         torch.set_num_threads(P["threads"])
+        # the weights may have been retrained since the job's record: the gap says how closely
+        # they match it
         model, tokenizer, trained = trained_model(job, folder, log=ctx.log)
         metrics, info = time_job(job, model, tokenizer, log=ctx.log)
         info["loss_curve_gap"] = loss_curve_gap(trained, ctx.earlier)

@@ -55,8 +55,8 @@ def target_verdict(head: pd.DataFrame) -> str:
 
     def met(ok):
         return "met" if ok else "not met"
-    wall_seeds = int(r.get("wall_seeds", r.seeds))
-    timed_at = "" if wall_seeds >= r.seeds else f" (timed at {wall_seeds} of the {r.seeds} seeds)"
+    timed_at = ("" if r.wall_seeds >= r.seeds else
+                f" (timed at {r.wall_seeds} of the {r.seeds} seeds)")
     return " ".join([
         f"SST-2, fixed variant, {r.setting}, {r.seeds} seed(s): {r.metric} {r.value:.1f} vs {r.reference:.1f} for its "
         f"reference ({r.delta:+.1f} points{ci('delta')}; dev-set standard error {r.dev_se:.1f}; "

@@ -137,12 +137,13 @@ def loss_curve_gap(trained: dict, earlier: list[dict]) -> float | None:
     flipped on the way; inf when the curves differ in length; None when either is missing
     (methods that train nothing)."""
     mine = (trained.get("curves") or {}).get("loss")
-    recorded = [c["loss"] for r in earlier if isinstance(c := r.get("info", {}).get("curves"), dict)]
-    if mine is None or not recorded:
+    recorded = next((c["loss"] for r in reversed(earlier)
+                     if isinstance(c := r.get("info", {}).get("curves"), dict)), None)
+    if mine is None or recorded is None:
         return None
-    if len(mine) != len(recorded[-1]):
+    if len(mine) != len(recorded):
         return float("inf")
-    return float(np.max(np.abs(np.subtract(mine, recorded[-1])))) if mine else 0.0
+    return float(np.max(np.abs(np.subtract(mine, recorded)))) if mine else 0.0
 
 
 def _method_forwards(job: Job, model: SkimBert, tokenizer, log) -> tuple:

@@ -1,6 +1,6 @@
 """Figures of the Transkimmer study: the accuracy-speedup frontier of every method, kept tokens
-by layer, one sentence's skimming trace and the training curves. Each is a function returning a tidy frame, plus a
-plot function that reads only that frame (matplotlib / seaborn).
+by layer, one sentence's skimming trace and the training curves. Each is a function returning a
+tidy frame, plus a plot function that reads only that frame (matplotlib / seaborn).
 """
 from __future__ import annotations
 
@@ -117,7 +117,8 @@ def plot_curves(bands: pd.DataFrame, task: str, axes=None):
     g = bands[bands.task == task]
     quantities = sorted(set(g.quantity), reverse=True)           # task loss, then kept fraction
     if axes is None:
-        _, axes = plt.subplots(1, len(quantities), figsize=(5 * len(quantities), 3.4), squeeze=False)
+        _, axes = plt.subplots(1, len(quantities), figsize=(5 * len(quantities), 3.4),
+                               squeeze=False)
         axes = axes[0]
     settings = sorted(set(g.setting))
     palette = dict(zip(settings, sns.color_palette("colorblind", len(settings))))
