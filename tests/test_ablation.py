@@ -68,6 +68,8 @@ def test_the_no_op_replaces_every_attention_core_and_is_undone_on_exit(label, bu
         with attention_core_ablated(model) as ablation:
             inside = _first_tensor(model(**inputs))
             assert ablation.calls == layers                  # one no-op call per layer
+            effx_core = [n for n, m in model.named_modules() if type(m).__name__ == "AttentionCore"]
+            assert ablation.replaced == tuple(effx_core)     # whole modules: effx's cores only
         after = _first_tensor(model(**inputs))
     assert inside.shape == before.shape and inside.dtype == before.dtype
     assert not torch.allclose(inside, before, atol=1e-4)     # attention really gone

@@ -3,6 +3,7 @@ that runs them (backward too), the checks can fail, the ablation agrees, FLOPs e
 import gc
 import os
 import statistics
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported
 
@@ -15,7 +16,7 @@ from torch import nn
 from effx.models import zoo
 from effx.models.ablation import SUPPORTED, attention_core_ablated
 from effx.models.components import COMPONENTS, EFFX_ENCODER, Rule, assign, family_of
-from effx.models.encoder import Encoder, EncoderConfig, encoder_flops
+from effx.models.encoder import AttentionCore, Encoder, EncoderConfig, encoder_flops
 from effx.profiling.components import (UNATTRIBUTED, ModuleTracer, _checks, by_component,
                                        median_interval, profile_components)
 from effx.profiling.op_profile import profiled_step
@@ -235,6 +236,50 @@ def test_ablation_agrees_with_the_profiled_attention_share():
     assert ab["profiled_share"] > 0.5 and ab["share"] > 0.5, ab
     lo, hi = ab["interval_s"]
     assert lo <= ab["median_s"] <= hi
+    assert r["check"]["ablation_matches_profile"]["passed"], r["check"]
+
+
+class _Sleeper(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        time.sleep(0.03)                  # Python between two operators: no operator owns it
+        return y + 1
+
+
+class _Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _Sleeper()
+
+    def forward(self, x):
+        return self.inner(x).sum()
+
+
+def test_time_between_operators_is_the_scope_time_that_no_operator_covers():
+    model, x = _Outer(), torch.randn(64, 8)
+    _, ops = profiled_step(lambda: model(x), model)
+    assert 0.03 <= ops.between_ops["inner"] < 0.06, ops.between_ops
+    assert ops.between_ops[""] < 0.01, ops.between_ops      # the child's scope is not its own
+    assert ops.forward["inner"] < 0.01 and ops.total < 0.02, ops.forward   # nor operator time
+
+
+class _SlowCore(AttentionCore):
+    def forward(self, q, k, v, key_padding_mask=None):
+        time.sleep(0.02)                  # the core's own Python: the ablation removes it too
+        return super().forward(q, k, v, key_padding_mask)
+
+
+def test_ablation_check_counts_the_time_between_the_cores_operators():
+    model = small_encoder(d_model=64, d_ff=128)
+    for m in model.modules():
+        if isinstance(m, AttentionCore):
+            m.__class__ = _SlowCore
+    x = ids(batch=1, t=32)
+    r = profile_components(model, lambda: model(**x), assign(model), mode="inference", repeats=10,
+                           ablation=attention_core_ablated, flops=False, memory=False)
+    ab = r["ablation"]
+    assert ab["share"] - ab["profiled_share"] > 0.3, ab     # operator time alone would miss
+    assert ab["between_ops_share"] > 0.3 and min(ab["between_ops_s"]) >= 0.04, ab
     assert r["check"]["ablation_matches_profile"]["passed"], r["check"]
 
 

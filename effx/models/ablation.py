@@ -37,9 +37,12 @@ from effx.errors import Unsupported
 
 @dataclass
 class Ablation:
-    """What ``attention_core_ablated`` replaced, and how often the no-op has run since."""
+    """What ``attention_core_ablated`` replaced, and how often the no-op has run since.
+    ``replaced``: names of the modules whose whole forward is the no-op (effx's AttentionCore;
+    none where the no-op replaces a function inside a module)."""
     method: str
     calls: int = 0
+    replaced: tuple[str, ...] = ()
 
 
 class _ValuesThrough(torch.autograd.Function):
@@ -83,12 +86,13 @@ def _patched(obj, attribute: str, value) -> Iterator[None]:
 @contextlib.contextmanager
 def _effx_encoder(model: nn.Module, handle: Ablation) -> Iterator[None]:
     from effx.models.encoder import AttentionCore
-    cores = [m for m in model.modules() if isinstance(m, AttentionCore)]
+    cores = {name: m for name, m in model.named_modules() if isinstance(m, AttentionCore)}
     if not cores:
         raise Unsupported(f"{type(model).__name__}: no AttentionCore module to ablate")
+    handle.replaced = tuple(cores)
     noop = _effx_noop(handle)
     with contextlib.ExitStack() as stack:
-        for core in cores:                  # the module's forward: hooks around it still run
+        for core in cores.values():         # the module's forward: hooks around it still run
             stack.enter_context(_patched(core, "forward", noop))
         yield
 

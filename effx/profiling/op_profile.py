@@ -23,6 +23,13 @@ Not operator time: Python, hooks, the gaps between operators, the profiler's own
 (except the part of it that falls inside an operator's interval, see ``effx.profiling.components``
 for the check that bounds it). Operators outside every module (the loss, gradient accumulation
 into ``.grad``) are reported under ``None``.
+
+4. *Time between operators* (CPU only): the part of a module scope's own interval that none of
+   its children (its operators and the scopes of its submodules) covers: the module's Python,
+   the allocator (a large intermediate goes back to the operating system where Python drops it,
+   between operators) and the hooks' own cost. Forward only: backward runs in the autograd
+   engine, outside module scopes. On a GPU the host's time overlaps the kernels and is not
+   comparable to kernel time, so it is not reported.
 """
 from __future__ import annotations
 
@@ -80,6 +87,8 @@ class OpTimes:
     unlinked_s: float = 0.0         # backward time whose node matched no forward operator
     #: (module name, "forward" | "backward") -> {operator name: seconds}
     by_operator: dict = field(default_factory=dict)
+    #: module name -> forward seconds inside its own scope that no child covers (CPU only)
+    between_ops: dict = field(default_factory=dict)
 
     @property
     def total(self) -> float:
@@ -136,7 +145,21 @@ def attribute_events(events, cuda: bool = False) -> OpTimes:
         store[mine[0]] = store.get(mine[0], 0.0) + cost
         ops = out.by_operator.setdefault((mine[0], phase), {})
         ops[e.name] = ops.get(e.name, 0.0) + cost
+    if not cuda:
+        for e in cpu:
+            if e.is_user_annotation and e.name.startswith(SCOPE):
+                name = e.name[len(SCOPE):]
+                out.between_ops[name] = out.between_ops.get(name, 0.0) + _uncovered_s(e)
     return out
+
+
+def _interval_s(e) -> float:
+    return (e.time_range.end - e.time_range.start) / 1e6
+
+
+def _uncovered_s(scope) -> float:
+    """Seconds of ``scope``'s interval outside its children's (which follow one another)."""
+    return max(0.0, _interval_s(scope) - sum(_interval_s(c) for c in scope.cpu_children))
 
 
 def _sync(cuda: bool):

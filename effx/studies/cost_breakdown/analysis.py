@@ -100,7 +100,8 @@ def typical_table(near: pd.DataFrame) -> pd.DataFrame:
 def checks(table: pd.DataFrame) -> pd.DataFrame:
     """Per timed point: plain step, operator time, overhead band, the sum check (medians of the
     components + overhead vs the plain step), and the checks that can fail: operator time within
-    the plain step, and the ablation's attention share against the profiled one."""
+    the plain step, and the ablation's attention share against the profiled one (the core's
+    operators, and the time between them in the modules the ablation replaces)."""
     ok = table[(table.status == "ok") & table.metric.notna()]
     wide = ok.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first")
     if "operator_s" not in wide:
@@ -118,6 +119,8 @@ def checks(table: pd.DataFrame) -> pd.DataFrame:
     if "ablation_share" in wide:
         out["ablation share %"] = 100 * wide.ablation_share
         out["profiled core %"] = 100 * wide.profiled_core_share
+        if "core_between_ops_share" in wide:
+            out["core between ops %"] = 100 * wide.core_between_ops_share
         out["ablation agrees"] = [
             (info.loc[i, "info_check/ablation_matches_profile"] or {}).get("passed")
             if "info_check/ablation_matches_profile" in info and isinstance(

@@ -61,6 +61,9 @@ def measure_point(unit, P: dict, ctx) -> list[Record]:
         m["ablation_s"] = metric(ab["median_s"], "s", ab["diff_s"])
         m["ablation_share"] = metric(ab["share"], "fraction")
         m["profiled_core_share"] = metric(ab["profiled_share"], "fraction")
+        between = ab["between_ops_s"]
+        m["core_between_ops_s"] = metric(statistics.median(between), "s", between)
+        m["core_between_ops_share"] = metric(ab["between_ops_share"], "fraction")
         info["ablation_share_interval"] = list(ab["share_interval"])
     for name, c in r["check"].items():
         if name == "passed":
