@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Protocol
 
 import numpy as np
@@ -77,6 +78,7 @@ __all__ = ["ModuleTracer", "OwnedFlopCounter", "by_component", "count_components
 
 UNATTRIBUTED = "unattributed"       # operators outside every module: the loss, .grad accumulation
 TOLERANCE = {"operators_within_plain": 0.02, "ablation_matches_profile": 0.05, "backward_linked": 0.01}
+SCATTER_LIMIT = 0.20    # an interval wider than this (fraction of the step) decides nothing
 
 
 class AblationHandle(Protocol):
@@ -136,32 +138,40 @@ def _counting_pass(model, step, forward, mode, flops: bool, memory: bool) -> dic
             "saved": dict(tracer.saved), "module_calls": len(tracer.calls)}
 
 
-def _rounds(model, step, device, repeats, ablation
-            ) -> tuple[list, list, list, list[OpTimes], str, tuple[str, ...]]:
-    """plain_s, ablated_s, profiled_s, op times per round, the ablation's method (or why there
-    is none) and the modules it replaces whole."""
+@dataclass
+class _Rounds:
+    """What ``_rounds`` measured: per round the plain step, the ablated step and the profiled
+    plain step (wall, operator times), and the profiled ablated step's operator times."""
+    plain: list = field(default_factory=list)
+    ablated: list = field(default_factory=list)
+    profiled: list = field(default_factory=list)
+    ops: list[OpTimes] = field(default_factory=list)
+    ablated_ops: list[OpTimes] = field(default_factory=list)
+    method: str = "not requested"           # how the ablation works, or why there is none
+    replaced: tuple[str, ...] = ()          # the modules the no-op replaces whole
+
+
+def _rounds(model, step, device, repeats, ablation) -> _Rounds:
     cuda = _cuda(device)
-    reason, ablated, replaced = None, [], ()
+    r = _Rounds()
     if ablation is not None:
         context = ablation(model)
         try:
             handle = context.__enter__()                       # raises for models it cannot do
         except Unsupported as exc:
-            reason, ablation = str(exc), None
+            r.method, ablation = str(exc), None
         else:
             try:
                 timed(step, cuda)                              # warm-up, and did it do anything?
+                profiled_step(step, model, device)
             finally:
                 context.__exit__(None, None, None)
             if handle.calls == 0:
                 raise RuntimeError(f"the ablation ({handle.method}) never ran its no-op: the "
                                    f"model does not route its attention through it")
-            reason, replaced = handle.method, tuple(handle.replaced)
-    else:
-        reason = "not requested"
+            r.method, r.replaced = handle.method, tuple(handle.replaced)
     timed(step, cuda)
     profiled_step(step, model, device)                         # the profiler's first start
-    plain, profiled, ops = [], [], []
     for i in range(repeats):
         if ablation is not None:
             pair = {}
@@ -171,14 +181,24 @@ def _rounds(model, step, device, repeats, ablation
                 else:
                     with ablation(model):
                         pair[which] = timed(step, cuda)
-            plain.append(pair["plain"])
-            ablated.append(pair["ablated"])
+            r.plain.append(pair["plain"])
+            r.ablated.append(pair["ablated"])
         else:
-            plain.append(timed(step, cuda))
+            r.plain.append(timed(step, cuda))
         wall, op_times = profiled_step(step, model, device)
-        profiled.append(wall)
-        ops.append(op_times)
-    return plain, ablated, profiled, ops, reason, replaced
+        r.profiled.append(wall)
+        r.ops.append(op_times)
+        if ablation is not None:
+            with ablation(model):
+                r.ablated_ops.append(profiled_step(step, model, device)[1])
+    return r
+
+
+def _verdict(lo: float, hi: float, passed: bool) -> dict:
+    """``passed`` (True/False), or None when the interval is too wide to decide."""
+    if hi - lo > SCATTER_LIMIT:
+        return {"passed": None, "verdict": "too scattered"}
+    return {"passed": passed, "verdict": "pass" if passed else "fail"}
 
 
 def _checks(plain, op_total, core, ablated, unlinked, mode, n_boot, seed) -> dict:
@@ -189,7 +209,7 @@ def _checks(plain, op_total, core, ablated, unlinked, mode, n_boot, seed) -> dic
     tol = TOLERANCE["operators_within_plain"]
     out = {"operators_within_plain": dict(
         statistic="median over rounds of (operator time - plain step) / plain step",
-        value=float(excess), interval=(lo, hi), tolerance=tol, passed=bool(lo <= tol))}
+        value=float(excess), interval=(lo, hi), tolerance=tol, **_verdict(lo, hi, bool(lo <= tol)))}
     if ablated:
         rows = np.column_stack([plain, ablated, core])
 
@@ -202,14 +222,16 @@ def _checks(plain, op_total, core, ablated, unlinked, mode, n_boot, seed) -> dic
         out["ablation_matches_profile"] = dict(
             statistic="median(plain - ablated)/median(plain) "
                       "- median(core operators + between them)/median(plain)",
-            value=value, interval=(lo, hi), tolerance=tol, passed=bool(lo <= tol and hi >= -tol))
+            value=value, interval=(lo, hi), tolerance=tol,
+            **_verdict(lo, hi, bool(lo <= tol and hi >= -tol)))
     if mode == "training":
         share = float(sum(unlinked) / max(sum(op_total), 1e-12))
         tol = TOLERANCE["backward_linked"]
         out["backward_linked"] = dict(statistic="backward operator time matched to no forward "
                                       "operator / operator time", value=share, tolerance=tol,
-                                      passed=share <= tol)
-    out["passed"] = all(c["passed"] for c in out.values())
+                                      passed=share <= tol, verdict="pass" if share <= tol else "fail")
+    verdicts = [c["passed"] for c in out.values()]
+    out["passed"] = False if False in verdicts else (None if None in verdicts else True)
     return out
 
 
@@ -253,8 +275,8 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
         counted = _counting_pass(model, step, forward, mode, flops, memory)   # switch): again
     if callable(assignment):
         assignment = assignment(model)
-    plain, ablated, profiled, ops, reason, replaced = _rounds(model, step, device, repeats,
-                                                              ablation)
+    r = _rounds(model, step, device, repeats, ablation)
+    plain, ablated, ops = r.plain, r.ablated, r.ops
     comps = sorted(set(assignment.values())) + [UNATTRIBUTED]
     fwd = [by_component(o.forward, assignment) for o in ops]
     bwd = [by_component(o.backward, assignment) for o in ops]
@@ -264,7 +286,7 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
     operator = [o.total for o in ops]
     out = dict(components=comps, time_s=time_s, **phase,
                time={c: summarize(v) for c, v in time_s.items()},
-               plain_s=plain, plain=summarize(plain), profiled_s=profiled, operator_s=operator,
+               plain_s=plain, plain=summarize(plain), profiled_s=r.profiled, operator_s=operator,
                overhead_s=[p - o for p, o in zip(plain, operator)],
                flops=by_component(counted["flops"], assignment) if flops else {},
                flops_total=counted["flops_total"] if flops else None,
@@ -272,9 +294,10 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
                module_calls=counted["module_calls"], profiler_events=ops[-1].events)
     out["overhead"] = summarize(out["overhead_s"])
     core = time_s.get(ablated_component, [0.0] * repeats)
-    core_between = [sum(o.between_ops.get(name, 0.0) for name in replaced) for o in ops]
-    out["ablation"] = _ablation_summary(plain, ablated, core, core_between, reason, n_boot, seed)
-    core = [c + b for c, b in zip(core, core_between)]
+    between = [sum(o.between_ops.get(name, 0.0) for name in r.replaced) for o in ops]
+    out["ablation"] = _ablation_summary(r, core, between, assignment, ablated_component,
+                                        n_boot, seed)
+    core = [c + b for c, b in zip(core, between)]
     out["check"] = _checks(plain, operator, core, ablated, [o.unlinked_s for o in ops], mode,
                            n_boot, seed)
     return out
@@ -297,15 +320,37 @@ def _cuda(device) -> bool:
     return torch.device(device).type == "cuda"
 
 
-def _ablation_summary(plain, ablated, core, core_between, method_or_reason, n_boot, seed) -> dict:
-    if not ablated:
-        return {"status": "unavailable", "reason": method_or_reason}
-    diff = [p - a for p, a in zip(plain, ablated)]
-    base = statistics.median(plain)
+def _operator_s(o: OpTimes, assignment) -> dict[str, float]:
+    """Operator seconds per component, forward and backward together."""
+    out = by_component(o.forward, assignment)
+    for c, v in by_component(o.backward, assignment).items():
+        out[c] = out.get(c, 0.0) + v
+    return out
+
+
+def _ablation_summary(r: _Rounds, core, between, assignment, component, n_boot, seed) -> dict:
+    if not r.ablated:
+        return {"status": "unavailable", "reason": r.method}
+    diff = [p - a for p, a in zip(r.plain, r.ablated)]
+    base = statistics.median(r.plain)
     lo, hi = median_interval(diff, n_boot=n_boot, seed=seed)
-    return {"status": "ok", "reason": None, "method": method_or_reason, "ablated_s": ablated,
+    # per round, the profiled plain step minus the profiled ablated step after it
+    per_round = []
+    for o, a in zip(r.ops, r.ablated_ops):
+        plain_c, ablated_c = _operator_s(o, assignment), _operator_s(a, assignment)
+        delta = {c: plain_c.get(c, 0.0) - ablated_c.get(c, 0.0) for c in set(plain_c) | set(ablated_c)}
+        per_round.append(dict(
+            core_operators=delta.get(component, 0.0),
+            core_between_ops=sum(o.between_ops.get(n, 0.0) - a.between_ops.get(n, 0.0)
+                                 for n in r.replaced),
+            other_components=sum(v for c, v in delta.items() if c != component)))
+    parts = {k: [d[k] for d in per_round] for k in ("core_operators", "core_between_ops",
+                                                    "other_components")}
+    rest = statistics.median(diff) - sum(statistics.median(v) for v in parts.values())
+    return {"status": "ok", "reason": None, "method": r.method, "ablated_s": r.ablated,
             "diff_s": diff,
             "median_s": statistics.median(diff), "interval_s": (lo, hi),
             "share": statistics.median(diff) / base, "share_interval": (lo / base, hi / base),
-            "profiled_share": statistics.median(core) / base, "between_ops_s": core_between,
-            "between_ops_share": statistics.median(core_between) / base}
+            "profiled_share": statistics.median(core) / base, "between_ops_s": between,
+            "between_ops_share": statistics.median(between) / base,
+            "parts_s": parts, "rest_s": rest}

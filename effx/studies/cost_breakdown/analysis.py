@@ -113,19 +113,44 @@ def checks(table: pd.DataFrame) -> pd.DataFrame:
                         "overhead %": 100 * wide["time_s/overhead"] / wide.latency_s})
     out["sum of medians / plain"] = wide[comps].sum(axis=1) / wide.latency_s
     out["within 10%"] = (out["sum of medians / plain"] - 1).abs() <= 0.10
-    out["operators within plain"] = [
-        bool((info.loc[i, "info_check/operators_within_plain"] or {}).get("passed"))
-        if "info_check/operators_within_plain" in info else None for i in wide.index]
+    out["operators within plain"] = [_verdict(info, i, "operators_within_plain") for i in wide.index]
     if "ablation_share" in wide:
         out["ablation share %"] = 100 * wide.ablation_share
         out["profiled core %"] = 100 * wide.profiled_core_share
         if "core_between_ops_share" in wide:
             out["core between ops %"] = 100 * wide.core_between_ops_share
-        out["ablation agrees"] = [
-            (info.loc[i, "info_check/ablation_matches_profile"] or {}).get("passed")
-            if "info_check/ablation_matches_profile" in info and isinstance(
-                info.loc[i, "info_check/ablation_matches_profile"], dict) else None
-            for i in wide.index]
+        out["ablation agrees"] = [_verdict(info, i, "ablation_matches_profile") for i in wide.index]
+    return out.reset_index()
+
+
+def _verdict(info: pd.DataFrame, point, check: str) -> str | None:
+    """'pass', 'fail' or 'too scattered' (the interval decides nothing); None: not run there.
+    Records from before the third verdict have only ``passed``."""
+    column = f"info_check/{check}"
+    c = info.loc[point, column] if column in info else None
+    if not isinstance(c, dict):
+        return None
+    return c.get("verdict") or ("pass" if c.get("passed") else "fail")
+
+
+PARTS = {"core_operators": "core operators %", "core_between_ops": "core between ops %",
+         "other_components": "other components %", "rest": "rest %"}
+
+
+def ablation_parts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per point with an ablation: what removing the attention core saved (% of the plain step),
+    split by the profiled steps with and without it (medians over rounds): the core's
+    operators, the time between them, the other components' operators, and the rest (time
+    outside operators elsewhere, and what medians of parts do not add up to)."""
+    ok = table[(table.status == "ok") & table.metric.notna()]
+    wide = ok.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first")
+    cols = [f"ablation_parts/{p}" for p in PARTS]
+    if not set(cols) <= set(wide.columns):
+        return pd.DataFrame()
+    wide = wide[wide[cols].notna().all(axis=1)]
+    out = pd.DataFrame({"plain ms": 1e3 * wide.latency_s, "saved %": 100 * wide.ablation_share})
+    for part, label in PARTS.items():
+        out[label] = 100 * wide[f"ablation_parts/{part}"] / wide.latency_s
     return out.reset_index()
 
 
@@ -184,17 +209,21 @@ def headline(frame: pd.DataFrame, largest: pd.DataFrame, near: pd.DataFrame,
                 fails = [f"{m} ({100 * v:.0f}%)" for (_, m), v in attn[kind][~holds].items()]
                 out[f"fails_{kind}"] = ", ".join(fails) if fails else "none"
     if len(check):
+        def points(rows) -> str:
+            return ", ".join(f"{r.model} {r['mode']} {r.length:g}" for _, r in rows.iterrows()) or "none"
+        ops = check["operators within plain"]
         out["points"] = int(len(check))
         out["sum_within_10"] = int(check["within 10%"].sum())
-        out["operators_ok"] = int(check["operators within plain"].fillna(False).sum())
+        out["operators_ok"] = int((ops == "pass").sum())
+        out["operators_fail"] = points(check[ops == "fail"])
+        out["operators_scattered"] = points(check[ops == "too scattered"])
         out["overhead_median"] = float(check["overhead %"].median())
         if "ablation agrees" in check:
-            have = check["ablation agrees"].notna()
-            out["ablation_points"] = int(have.sum())
-            out["ablation_agrees"] = int(check["ablation agrees"].fillna(False).astype(bool).sum())
-            misses = check[have & ~check["ablation agrees"].fillna(False).astype(bool)]
-            out["ablation_misses"] = ", ".join(f"{r.model} {r['mode']} {r.length:g}"
-                                               for _, r in misses.iterrows()) or "none"
+            agrees = check["ablation agrees"]
+            out["ablation_points"] = int(agrees.notna().sum())
+            out["ablation_agrees"] = int((agrees == "pass").sum())
+            out["ablation_misses"] = points(check[agrees == "fail"])
+            out["ablation_scattered"] = points(check[agrees == "too scattered"])
     return out
 
 

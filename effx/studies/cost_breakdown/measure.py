@@ -64,13 +64,16 @@ def measure_point(unit, P: dict, ctx) -> list[Record]:
         between = ab["between_ops_s"]
         m["core_between_ops_s"] = metric(statistics.median(between), "s", between)
         m["core_between_ops_share"] = metric(ab["between_ops_share"], "fraction")
+        for part, samples in ab["parts_s"].items():        # what the removal saved, by part
+            m[f"ablation_parts/{part}"] = metric(statistics.median(samples), "s", samples)
+        m["ablation_parts/rest"] = metric(ab["rest_s"], "s")
         info["ablation_share_interval"] = list(ab["share_interval"])
     for name, c in r["check"].items():
         if name == "passed":
             continue
         m[f"check/{name}"] = metric(c["value"], "fraction")
         info[f"check/{name}"] = {"interval": list(c.get("interval", ())), "passed": c["passed"],
-                                 "tolerance": c["tolerance"]}
+                                 "verdict": c["verdict"], "tolerance": c["tolerance"]}
     info.update(check_passed=r["check"]["passed"], module_calls=r["module_calls"],
                 profiler_events=r["profiler_events"])
     if k["mode"] == "inference":
