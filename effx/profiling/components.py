@@ -10,22 +10,31 @@ module belongs to one component (``effx.models.components``); ``profile_componen
   step next to it: Python, framework and idle time that no operator accounts for.
 - **Ablation** (optional): the plain step minus the same step with the attention core replaced
   by a same-shape no-op (``effx.models.ablation``), an independent measure of the core's cost.
-  Where the no-op replaces whole modules (effx's ``AttentionCore``), their *time between
-  operators* is measured too (CPU): forward time inside their scopes that no operator covers
-  (``effx.profiling.op_profile``), i.e. their Python and the allocator returning their large
-  intermediates to the operating system. The ablation removes it, the operator times miss it.
+  Where the no-op replaces whole modules (effx's ``AttentionCore``), the *time between their
+  operators* that it saves is measured too (CPU): forward time inside their scopes that no
+  operator covers (``effx.profiling.op_profile``), i.e. their Python and the allocator returning
+  their large intermediates to the operating system. The ablation saves it, operator times
+  miss it.
 - **FLOPs** (FlopCounterMode with effx's CPU fused-attention formulas, ``effx.profiling.flops``)
   and **saved activations** (``saved_tensors_hooks``), each credited to the module running the
   op (``effx.profiling.module_tracer``): forward call, or creator of the backward node.
 
 Sampling: a counting pass (FLOPs, saved bytes; also the first warm-up), one warm-up of each
-step kind, then ``repeats`` rounds of [plain, ablated] (order swapped every round) followed by
-one profiled step: paired samples, so that machine drift hits both sides of every pair
-(``effx.profiling.paired`` does the same for plain timings).
+step kind, then ``repeats`` rounds of [plain, ablated] timed, then [plain, ablated] profiled
+(each pair's order swapped every round): paired samples, so that machine drift hits both sides
+of every pair (``effx.profiling.paired`` does the same for plain timings). Python's cycle
+collector is off during the rounds. The profiled pair splits what
+the ablation saved, per round (``ablation["parts_s"]``): the core's operators, the time between
+them (in the replaced modules; the hooks' and profiler's own cost is in both steps and cancels),
+the operators of every other component (do they run faster once the core is gone?), and the
+rest of the profiled walls' difference (time outside operators elsewhere).
 
 The check (``check`` in the result; what can fail, and why the sum is not a check). Operator
 times plus the overhead band equal the plain step by definition, so that sum proves nothing.
-What is tested instead:
+What is tested instead (each interval-based check says ``pass``, ``fail`` or ``too scattered``,
+``check_verdict``: an interval that misses what the check allows fails whatever its width; one
+that does not but is wider than ``SCATTER_LIMIT``, 20 points of the step, decides nothing, and
+its ``passed`` is None, as is the whole check's unless another check failed):
 
 1. ``operators_within_plain``: profiled operator time cannot exceed the un-instrumented step.
    Statistic: median over rounds of (operators - plain) / plain, with a bootstrap interval;
@@ -35,15 +44,15 @@ What is tested instead:
    mixed). Its negative is the overhead band's share, reported beside it.
 2. ``ablation_matches_profile``: the ablated share of the step (median of plain - ablated,
    over median plain) minus the profiled attention-core share (median over rounds of the core's
-   operator time plus the time between operators in the modules the no-op replaces, over median
-   plain), bootstrap interval over rounds; fails when the interval misses [-tol, +tol] (5
-   points). Catches attention work attributed elsewhere (or other work attributed to it),
-   backward attribution in training included. Not available for models the ablation cannot
-   handle (``ablation["reason"]``). The time between operators counts because the ablation
-   removes it too (at 4,096 tokens an eager core frees 0.8 GB score tensors there). Where the
-   no-op replaces a function inside a larger module (Hugging Face's attention interface,
-   torchaudio), that function's Python cannot be told apart and counts as zero: expect
-   agreement there where attention is a large part of the step.
+   operator time plus the time between operators that the no-op saves in the modules it
+   replaces, over median plain), bootstrap interval over rounds; fails when the interval misses
+   [-tol, +tol] (5 points). Catches attention work attributed elsewhere (or other work
+   attributed to it), backward attribution in training included. Not available for models the
+   ablation cannot handle (``ablation["reason"]``). The time between operators counts because
+   the ablation removes it too (at 4,096 tokens an eager core frees 0.8 GB score tensors
+   there). Where the no-op replaces a function inside a larger module (Hugging Face's attention
+   interface, torchaudio), that function's Python cannot be told apart and counts as zero:
+   expect agreement there where attention is a large part of the step.
 3. ``backward_linked`` (training): backward operator time whose node matched no forward
    operator, as a share of operator time; fails above 1% (the sequence-number link broke).
 
@@ -56,6 +65,7 @@ activity) written to Kineto's event model, not yet run on a GPU.
 from __future__ import annotations
 
 import contextlib
+import gc
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -78,7 +88,9 @@ __all__ = ["ModuleTracer", "OwnedFlopCounter", "by_component", "count_components
 
 UNATTRIBUTED = "unattributed"       # operators outside every module: the loss, .grad accumulation
 TOLERANCE = {"operators_within_plain": 0.02, "ablation_matches_profile": 0.05, "backward_linked": 0.01}
-SCATTER_LIMIT = 0.20    # an interval wider than this (fraction of the step) decides nothing
+#: an interval wider than this (fraction of the step) decides nothing: 20 points of the step,
+#: four times the ablation check's band, cannot tell a 5-point agreement from a 15-point miss
+SCATTER_LIMIT = 0.20
 
 
 class AblationHandle(Protocol):
@@ -140,18 +152,45 @@ def _counting_pass(model, step, forward, mode, flops: bool, memory: bool) -> dic
 
 @dataclass
 class _Rounds:
-    """What ``_rounds`` measured: per round the plain step, the ablated step and the profiled
-    plain step (wall, operator times), and the profiled ablated step's operator times."""
+    """What ``_rounds`` measured, per round: the plain and the ablated step, each timed and
+    profiled (wall seconds, operator times)."""
     plain: list = field(default_factory=list)
     ablated: list = field(default_factory=list)
     profiled: list = field(default_factory=list)
     ops: list[OpTimes] = field(default_factory=list)
+    ablated_profiled: list = field(default_factory=list)
     ablated_ops: list[OpTimes] = field(default_factory=list)
     method: str = "not requested"           # how the ablation works, or why there is none
     replaced: tuple[str, ...] = ()          # the modules the no-op replaces whole
 
 
+def _in_order(i: int, plain: Callable, ablated: Callable) -> tuple:
+    """(plain(), ablated()), run in this round's order: swapped every round."""
+    out = {}
+    for which in (("plain", "ablated") if i % 2 == 0 else ("ablated", "plain")):
+        out[which] = plain() if which == "plain" else ablated()
+    return out["plain"], out["ablated"]
+
+
+@contextlib.contextmanager
+def _no_cycle_collection():
+    """Python's cycle collector off (as ``timeit`` does): the profiler leaves cyclic event trees
+    behind, whose collection would otherwise land at random inside later steps."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.collect()
+
+
 def _rounds(model, step, device, repeats, ablation) -> _Rounds:
+    with _no_cycle_collection():
+        return _rounds_of(model, step, device, repeats, ablation)
+
+
+def _rounds_of(model, step, device, repeats, ablation) -> _Rounds:
     cuda = _cuda(device)
     r = _Rounds()
     if ablation is not None:
@@ -171,34 +210,41 @@ def _rounds(model, step, device, repeats, ablation) -> _Rounds:
                                    f"model does not route its attention through it")
             r.method, r.replaced = handle.method, tuple(handle.replaced)
     timed(step, cuda)
-    profiled_step(step, model, device)                         # the profiler's first start
+    profiled_step(step, model, device)                             # the profiler's first start
+
+    def ablated(measure):
+        with ablation(model):
+            return measure()
     for i in range(repeats):
-        if ablation is not None:
-            pair = {}
-            for which in (("plain", "ablated") if i % 2 == 0 else ("ablated", "plain")):
-                if which == "plain":
-                    pair[which] = timed(step, cuda)
-                else:
-                    with ablation(model):
-                        pair[which] = timed(step, cuda)
-            r.plain.append(pair["plain"])
-            r.ablated.append(pair["ablated"])
-        else:
+        if ablation is None:
             r.plain.append(timed(step, cuda))
-        wall, op_times = profiled_step(step, model, device)
+            wall, ops = profiled_step(step, model, device)
+            r.profiled.append(wall)
+            r.ops.append(ops)
+            continue
+        plain, abl = _in_order(i, lambda: timed(step, cuda),
+                               lambda: ablated(lambda: timed(step, cuda)))
+        r.plain.append(plain)
+        r.ablated.append(abl)
+        (wall, ops), (abl_wall, abl_ops) = _in_order(
+            i, lambda: profiled_step(step, model, device),
+            lambda: ablated(lambda: profiled_step(step, model, device)))
         r.profiled.append(wall)
-        r.ops.append(op_times)
-        if ablation is not None:
-            with ablation(model):
-                r.ablated_ops.append(profiled_step(step, model, device)[1])
+        r.ops.append(ops)
+        r.ablated_profiled.append(abl_wall)
+        r.ablated_ops.append(abl_ops)
     return r
 
 
-def _verdict(lo: float, hi: float, passed: bool) -> dict:
-    """``passed`` (True/False), or None when the interval is too wide to decide."""
+def check_verdict(lo: float, hi: float, misses: bool) -> dict:
+    """A check's outcome from its interval: ``fail`` when the interval misses what the check
+    allows (whatever its width), else ``too scattered`` when it is wider than ``SCATTER_LIMIT``
+    (it would also hold a clear miss), else ``pass``. ``passed``: True, False or None."""
+    if misses:
+        return {"passed": False, "verdict": "fail"}
     if hi - lo > SCATTER_LIMIT:
         return {"passed": None, "verdict": "too scattered"}
-    return {"passed": passed, "verdict": "pass" if passed else "fail"}
+    return {"passed": True, "verdict": "pass"}
 
 
 def _checks(plain, op_total, core, ablated, unlinked, mode, n_boot, seed) -> dict:
@@ -209,7 +255,7 @@ def _checks(plain, op_total, core, ablated, unlinked, mode, n_boot, seed) -> dic
     tol = TOLERANCE["operators_within_plain"]
     out = {"operators_within_plain": dict(
         statistic="median over rounds of (operator time - plain step) / plain step",
-        value=float(excess), interval=(lo, hi), tolerance=tol, **_verdict(lo, hi, bool(lo <= tol)))}
+        value=float(excess), interval=(lo, hi), tolerance=tol, **check_verdict(lo, hi, lo > tol))}
     if ablated:
         rows = np.column_stack([plain, ablated, core])
 
@@ -223,13 +269,14 @@ def _checks(plain, op_total, core, ablated, unlinked, mode, n_boot, seed) -> dic
             statistic="median(plain - ablated)/median(plain) "
                       "- median(core operators + between them)/median(plain)",
             value=value, interval=(lo, hi), tolerance=tol,
-            **_verdict(lo, hi, bool(lo <= tol and hi >= -tol)))
+            **check_verdict(lo, hi, bool(lo > tol or hi < -tol)))
     if mode == "training":
         share = float(sum(unlinked) / max(sum(op_total), 1e-12))
         tol = TOLERANCE["backward_linked"]
         out["backward_linked"] = dict(statistic="backward operator time matched to no forward "
                                       "operator / operator time", value=share, tolerance=tol,
-                                      passed=share <= tol, verdict="pass" if share <= tol else "fail")
+                                      passed=share <= tol,
+                                      verdict="pass" if share <= tol else "fail")
     verdicts = [c["passed"] for c in out.values()]
     out["passed"] = False if False in verdicts else (None if None in verdicts else True)
     return out
@@ -260,10 +307,13 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
                            "diff_s" (plain - ablated per round), "median_s", "interval_s"
                            (95% bootstrap of the median difference), "share", "share_interval",
                            "profiled_share" (median core operator time / median plain),
-                           "between_ops_s" (per round: time between operators in the
-                           modules the no-op replaces; zeros on a GPU),
-                           "between_ops_share" (its median / median plain)}
-        check             see the module docstring; check["passed"]: every check that ran passed
+                           "parts_s" (per round, profiled plain step - profiled ablated step:
+                           {"core_operators", "core_between_ops" (CPU, whole modules
+                           replaced; else absent), "other_components", "rest" (the walls'
+                           difference less the other parts)}), "parts_interval_s" (95%
+                           bootstrap interval of each part's median)}
+        check             see the module docstring; check["passed"]: True when every check that
+                          ran passed, False when one failed, None when one was too scattered
         flops, flops_total, saved_bytes, module_calls, profiler_events
     """
     if repeats < 1:
@@ -294,12 +344,12 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
                module_calls=counted["module_calls"], profiler_events=ops[-1].events)
     out["overhead"] = summarize(out["overhead_s"])
     core = time_s.get(ablated_component, [0.0] * repeats)
-    between = [sum(o.between_ops.get(name, 0.0) for name in r.replaced) for o in ops]
-    out["ablation"] = _ablation_summary(r, core, between, assignment, ablated_component,
+    out["ablation"] = _ablation_summary(r, core, assignment, ablated_component, _cuda(device),
                                         n_boot, seed)
-    core = [c + b for c, b in zip(core, between)]
-    out["check"] = _checks(plain, operator, core, ablated, [o.unlinked_s for o in ops], mode,
-                           n_boot, seed)
+    between = out["ablation"].get("parts_s", {}).get("core_between_ops") or [0.0] * repeats
+    core_with_between = [c + b for c, b in zip(core, between)]
+    out["check"] = _checks(plain, operator, core_with_between, ablated,
+                           [o.unlinked_s for o in ops], mode, n_boot, seed)
     return out
 
 
@@ -328,29 +378,38 @@ def _operator_s(o: OpTimes, assignment) -> dict[str, float]:
     return out
 
 
-def _ablation_summary(r: _Rounds, core, between, assignment, component, n_boot, seed) -> dict:
+def _between_s(o: OpTimes, modules: tuple[str, ...]) -> float:
+    """Time between operators inside ``modules`` and their submodules."""
+    return sum(v for name, v in o.between_ops.items()
+               if name is not None and any(name == m or name.startswith(m + ".") for m in modules))
+
+
+def _ablation_summary(r: _Rounds, core, assignment, component, cuda, n_boot, seed) -> dict:
     if not r.ablated:
         return {"status": "unavailable", "reason": r.method}
     diff = [p - a for p, a in zip(r.plain, r.ablated)]
     base = statistics.median(r.plain)
     lo, hi = median_interval(diff, n_boot=n_boot, seed=seed)
-    # per round, the profiled plain step minus the profiled ablated step after it
-    per_round = []
-    for o, a in zip(r.ops, r.ablated_ops):
+    # per round: the profiled plain step minus the profiled ablated step (hooks and profiler
+    # cost are in both, so they cancel)
+    parts = {"core_operators": [], "core_between_ops": [], "other_components": [], "rest": []}
+    for o, a, wall, abl_wall in zip(r.ops, r.ablated_ops, r.profiled, r.ablated_profiled):
         plain_c, ablated_c = _operator_s(o, assignment), _operator_s(a, assignment)
-        delta = {c: plain_c.get(c, 0.0) - ablated_c.get(c, 0.0) for c in set(plain_c) | set(ablated_c)}
-        per_round.append(dict(
-            core_operators=delta.get(component, 0.0),
-            core_between_ops=sum(o.between_ops.get(n, 0.0) - a.between_ops.get(n, 0.0)
-                                 for n in r.replaced),
-            other_components=sum(v for c, v in delta.items() if c != component)))
-    parts = {k: [d[k] for d in per_round] for k in ("core_operators", "core_between_ops",
-                                                    "other_components")}
-    rest = statistics.median(diff) - sum(statistics.median(v) for v in parts.values())
+        delta = {c: plain_c.get(c, 0.0) - ablated_c.get(c, 0.0)
+                 for c in set(plain_c) | set(ablated_c)}
+        core_ops = delta.get(component, 0.0)
+        between = _between_s(o, r.replaced) - _between_s(a, r.replaced)
+        others = sum(v for c, v in delta.items() if c != component)
+        for part, v in (("core_operators", core_ops), ("core_between_ops", between),
+                        ("other_components", others),
+                        ("rest", wall - abl_wall - core_ops - between - others)):
+            parts[part].append(v)
+    if cuda or not r.replaced:          # not measured: the no-op replaces no whole module
+        del parts["core_between_ops"]
     return {"status": "ok", "reason": None, "method": r.method, "ablated_s": r.ablated,
             "diff_s": diff,
             "median_s": statistics.median(diff), "interval_s": (lo, hi),
             "share": statistics.median(diff) / base, "share_interval": (lo / base, hi / base),
-            "profiled_share": statistics.median(core) / base, "between_ops_s": between,
-            "between_ops_share": statistics.median(between) / base,
-            "parts_s": parts, "rest_s": rest}
+            "profiled_share": statistics.median(core) / base, "parts_s": parts,
+            "parts_interval_s": {k: median_interval(v, n_boot=n_boot, seed=seed)
+                                 for k, v in parts.items()}}

@@ -19,17 +19,18 @@ Here time is *operator* time measured by ``torch.profiler`` (Kineto), not module
    (``FunctionEvent.kernels``, matched by Kineto's correlation ids), which a module scope can own
    too (Triton kernels launched from Python).
 
-Not operator time: Python, hooks, the gaps between operators, the profiler's own bookkeeping
-(except the part of it that falls inside an operator's interval, see ``effx.profiling.components``
-for the check that bounds it). Operators outside every module (the loss, gradient accumulation
-into ``.grad``) are reported under ``None``.
+Not operator time (item 4 measures part of it): Python, hooks, the gaps between operators, the
+profiler's own bookkeeping (except the part of it that falls inside an operator's interval, see
+``effx.profiling.components`` for the check that bounds it). Operators outside every module (the
+loss, gradient accumulation into ``.grad``) are reported under ``None``.
 
 4. *Time between operators* (CPU only): the part of a module scope's own interval that none of
    its children (its operators and the scopes of its submodules) covers: the module's Python,
    the allocator (a large intermediate goes back to the operating system where Python drops it,
-   between operators) and the hooks' own cost. Forward only: backward runs in the autograd
-   engine, outside module scopes. On a GPU the host's time overlaps the kernels and is not
-   comparable to kernel time, so it is not reported.
+   between operators) and the hooks' and profiler's own cost (compare two profiled steps to
+   cancel it). Forward only: backward runs in the autograd engine, outside module scopes. On a
+   GPU the host's time overlaps the kernels and is not comparable to kernel time, so it is not
+   reported.
 """
 from __future__ import annotations
 

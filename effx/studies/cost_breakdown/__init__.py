@@ -39,7 +39,8 @@ PARAMETERS = {
     "lhubert_window": TP["lhubert_window"],
     "device": TP["device"],
     "dtype": TP["dtype"],
-    "repeats": p.positive_int("rounds of (plain, ablated, profiled) steps per point", default=6),
+    "repeats": p.positive_int("rounds per point, each a plain and an ablated step, timed and "
+                              "profiled", default=6),
     "threads": TP["threads"],
     "budget_s": p.positive_number("a point whose plain step takes longer than this (s) is not "
                                   "timed (FLOPs and memory per component still are)", default=8.0),

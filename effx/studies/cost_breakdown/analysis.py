@@ -8,6 +8,7 @@ import pandas as pd
 from effx.analysis.tipping import crossing_length
 from effx.models import builders
 from effx.models.components import ATTENTION_ALL, ATTENTION_CORE, LABELS
+from effx.profiling.components import check_verdict
 
 UNATTRIBUTED, OVERHEAD = "unattributed", "overhead"
 BANDS = (UNATTRIBUTED, OVERHEAD)         # parts of the time that belong to no component
@@ -113,44 +114,54 @@ def checks(table: pd.DataFrame) -> pd.DataFrame:
                         "overhead %": 100 * wide["time_s/overhead"] / wide.latency_s})
     out["sum of medians / plain"] = wide[comps].sum(axis=1) / wide.latency_s
     out["within 10%"] = (out["sum of medians / plain"] - 1).abs() <= 0.10
-    out["operators within plain"] = [_verdict(info, i, "operators_within_plain") for i in wide.index]
+    out["operators within plain"] = [_check_outcome(info, i, "operators_within_plain")
+                                     for i in wide.index]
     if "ablation_share" in wide:
         out["ablation share %"] = 100 * wide.ablation_share
         out["profiled core %"] = 100 * wide.profiled_core_share
-        if "core_between_ops_share" in wide:
-            out["core between ops %"] = 100 * wide.core_between_ops_share
-        out["ablation agrees"] = [_verdict(info, i, "ablation_matches_profile") for i in wide.index]
+        out["ablation agrees"] = [_check_outcome(info, i, "ablation_matches_profile")
+                                  for i in wide.index]
     return out.reset_index()
 
 
-def _verdict(info: pd.DataFrame, point, check: str) -> str | None:
-    """'pass', 'fail' or 'too scattered' (the interval decides nothing); None: not run there.
-    Records from before the third verdict have only ``passed``."""
+def _check_outcome(info: pd.DataFrame, point, check: str) -> str | None:
+    """'pass', 'fail' or 'too scattered' (``check_verdict``); None: not run at that point.
+    Records from before the third outcome have only ``passed``: the rule is applied again."""
     column = f"info_check/{check}"
     c = info.loc[point, column] if column in info else None
     if not isinstance(c, dict):
         return None
-    return c.get("verdict") or ("pass" if c.get("passed") else "fail")
+    if "verdict" in c:
+        return c["verdict"]
+    lo, hi = c["interval"]
+    return check_verdict(lo, hi, misses=not c["passed"])["verdict"]
 
 
-PARTS = {"core_operators": "core operators %", "core_between_ops": "core between ops %",
-         "other_components": "other components %", "rest": "rest %"}
+PARTS = {"core_operators": "core operators", "core_between_ops": "between core operators",
+         "other_components": "other components", "rest": "rest"}
 
 
 def ablation_parts(table: pd.DataFrame) -> pd.DataFrame:
-    """Per point with an ablation: what removing the attention core saved (% of the plain step),
-    split by the profiled steps with and without it (medians over rounds): the core's
-    operators, the time between them, the other components' operators, and the rest (time
-    outside operators elsewhere, and what medians of parts do not add up to)."""
+    """Per point with an ablation: what removing the attention core saved (% of the plain
+    step), and how the profiled steps with and without it split the saving (medians over rounds
+    of the paired differences, % of the plain step; 95% interval of the other components'
+    part): the core's operators, the time between them (blank where not measured), the other
+    components' operators, and the rest (time outside operators elsewhere)."""
     ok = table[(table.status == "ok") & table.metric.notna()]
     wide = ok.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first")
-    cols = [f"ablation_parts/{p}" for p in PARTS]
-    if not set(cols) <= set(wide.columns):
+    if "ablation_parts/core_operators" not in wide:
         return pd.DataFrame()
-    wide = wide[wide[cols].notna().all(axis=1)]
+    wide = wide[wide["ablation_parts/core_operators"].notna()]
+    info = ok.drop_duplicates(KEYS).set_index(KEYS)
     out = pd.DataFrame({"plain ms": 1e3 * wide.latency_s, "saved %": 100 * wide.ablation_share})
     for part, label in PARTS.items():
-        out[label] = 100 * wide[f"ablation_parts/{part}"] / wide.latency_s
+        column = f"ablation_parts/{part}"
+        out[f"{label} %"] = 100 * wide[column] / wide.latency_s if column in wide else np.nan
+    bounds = info.reindex(wide.index).get("info_ablation_parts_interval/other_components")
+    if bounds is not None:
+        out["other components 95% (%)"] = [
+            f"[{100 * b[0] / p:.1f}, {100 * b[1] / p:.1f}]" if isinstance(b, list) else ""
+            for b, p in zip(bounds, wide.latency_s)]
     return out.reset_index()
 
 
@@ -177,7 +188,10 @@ def _share(frame, modality, model, kind, length, comps) -> float:
 def headline(frame: pd.DataFrame, largest: pd.DataFrame, near: pd.DataFrame,
              check: pd.DataFrame) -> dict:
     """Every number the chapter's prose cites (keys without the 'cb_' prefix)."""
-    out: dict = {}
+    out: dict = {"points": 0, "sum_within_10": 0, "operators_ok": 0, "operators_fail": "none",
+                 "operators_scattered": "none", "overhead_median": float("nan"),
+                 "ablation_points": 0, "ablation_agrees": 0, "ablation_misses": "none",
+                 "ablation_scattered": "none"}
     for kind in ("time", "flops"):
         out.update({f"models_{kind}": 0, f"holds_{kind}": 0, f"fails_{kind}": "none"})
     if frame.empty:
@@ -210,7 +224,8 @@ def headline(frame: pd.DataFrame, largest: pd.DataFrame, near: pd.DataFrame,
                 out[f"fails_{kind}"] = ", ".join(fails) if fails else "none"
     if len(check):
         def points(rows) -> str:
-            return ", ".join(f"{r.model} {r['mode']} {r.length:g}" for _, r in rows.iterrows()) or "none"
+            return ", ".join(f"{r.model} {r['mode']} {r.length:g}"
+                             for _, r in rows.iterrows()) or "none"
         ops = check["operators within plain"]
         out["points"] = int(len(check))
         out["sum_within_10"] = int(check["within 10%"].sum())

@@ -61,12 +61,9 @@ def measure_point(unit, P: dict, ctx) -> list[Record]:
         m["ablation_s"] = metric(ab["median_s"], "s", ab["diff_s"])
         m["ablation_share"] = metric(ab["share"], "fraction")
         m["profiled_core_share"] = metric(ab["profiled_share"], "fraction")
-        between = ab["between_ops_s"]
-        m["core_between_ops_s"] = metric(statistics.median(between), "s", between)
-        m["core_between_ops_share"] = metric(ab["between_ops_share"], "fraction")
         for part, samples in ab["parts_s"].items():        # what the removal saved, by part
             m[f"ablation_parts/{part}"] = metric(statistics.median(samples), "s", samples)
-        m["ablation_parts/rest"] = metric(ab["rest_s"], "s")
+            info[f"ablation_parts_interval/{part}"] = list(ab["parts_interval_s"][part])
         info["ablation_share_interval"] = list(ab["share_interval"])
     for name, c in r["check"].items():
         if name == "passed":
