@@ -18,8 +18,8 @@ from effx.models import zoo
 from effx.models.ablation import SUPPORTED, attention_core_ablated
 from effx.models.components import COMPONENTS, EFFX_ENCODER, Rule, assign, family_of
 from effx.models.encoder import AttentionCore, Encoder, EncoderConfig, encoder_flops
-from effx.profiling.components import (UNATTRIBUTED, ModuleTracer, _checks, by_component,
-                                       median_interval, profile_components)
+from effx.profiling.component_checks import checks, median_interval
+from effx.profiling.components import UNATTRIBUTED, ModuleTracer, by_component, profile_components
 from effx.profiling.op_profile import profiled_step
 from effx.profiling.point import make_step
 
@@ -207,16 +207,17 @@ def test_operator_time_stays_within_the_plain_step(mode):
 def test_the_checks_fail_when_their_numbers_disagree():
     """The decision rules on made-up rounds: inflated operator time, a missing attention share."""
     plain = [1.0 + 0.01 * i for i in range(10)]
-    inflated = _checks(plain, [1.1 * p for p in plain], [0.0] * 10, [], [0.0] * 10, "inference",
+    inflated = checks(plain, [1.1 * p for p in plain], [0.0] * 10, [], [0.0] * 10, "inference",
                        500, 0)
     assert inflated["operators_within_plain"]["verdict"] == "fail" and inflated["passed"] is False
-    ok = _checks(plain, [0.9 * p for p in plain], [0.5] * 10, [p - 0.5 for p in plain],
+    ok = checks(plain, [0.9 * p for p in plain], [0.5] * 10, [p - 0.5 for p in plain],
                  [0.0] * 10, "training", 500, 0)
-    assert ok["passed"] is True and ok["ablation_matches_profile"]["value"] == pytest.approx(0, abs=1e-9)
-    missing = _checks(plain, [0.9 * p for p in plain], [0.1] * 10, [p - 0.5 for p in plain],
+    assert ok["passed"] is True
+    assert ok["ablation_matches_profile"]["value"] == pytest.approx(0, abs=1e-9)
+    missing = checks(plain, [0.9 * p for p in plain], [0.1] * 10, [p - 0.5 for p in plain],
                       [0.0] * 10, "inference", 500, 0)
     assert missing["ablation_matches_profile"]["verdict"] == "fail"
-    unlinked = _checks(plain, [0.9 * p for p in plain], [0.5] * 10, [], [0.1] * 10, "training",
+    unlinked = checks(plain, [0.9 * p for p in plain], [0.5] * 10, [], [0.1] * 10, "training",
                        500, 0)
     assert unlinked["backward_linked"]["verdict"] == "fail"
 
@@ -227,14 +228,14 @@ def test_a_check_whose_rounds_scatter_decides_nothing():
     scattered' (neither pass nor fail), and the whole check is undecided, not passed."""
     plain = [1.0 + 0.01 * i for i in range(10)]
     core = [0.1 if i % 2 else 0.9 for i in range(10)]
-    wide = _checks(plain, [0.95 * p for p in plain], core, [p - 0.5 for p in plain],
+    wide = checks(plain, [0.95 * p for p in plain], core, [p - 0.5 for p in plain],
                    [0.0] * 10, "inference", 500, 0)
     lo, hi = wide["ablation_matches_profile"]["interval"]
     assert lo <= 0.05 and hi >= -0.05 and hi - lo > 0.2
     assert wide["ablation_matches_profile"]["verdict"] == "too scattered"
     assert wide["ablation_matches_profile"]["passed"] is None and wide["passed"] is None
     # as wide, but the whole interval above the band: a miss, whatever the width
-    far = _checks(plain, [0.95 * p for p in plain], [0.0 if i % 2 else 0.3 for i in range(10)],
+    far = checks(plain, [0.95 * p for p in plain], [0.0 if i % 2 else 0.3 for i in range(10)],
                   [p - 0.5 for p in plain], [0.0] * 10, "inference", 500, 0)
     lo, hi = far["ablation_matches_profile"]["interval"]
     assert lo > 0.05 and hi - lo > 0.2

@@ -23,74 +23,43 @@ Sampling: a counting pass (FLOPs, saved bytes; also the first warm-up), one warm
 step kind, then ``repeats`` rounds of [plain, ablated] timed, then [plain, ablated] profiled
 (each pair's order swapped every round): paired samples, so that machine drift hits both sides
 of every pair (``effx.profiling.paired`` does the same for plain timings). Python's cycle
-collector is off during the rounds. The profiled pair splits what
-the ablation saved, per round (``ablation["parts_s"]``): the core's operators, the time between
-them (in the replaced modules; the hooks' and profiler's own cost is in both steps and cancels),
-the operators of every other component (do they run faster once the core is gone?), and the
-rest of the profiled walls' difference (time outside operators elsewhere).
+collector is off during the rounds. The profiled pair splits what the ablation saved, per round
+(``ablation["parts_s"]``): the core's operators, the time between them (in the replaced modules;
+the hooks' and profiler's own cost is in both steps and cancels), the operators of every other
+component (do they run faster once the core is gone?), and the rest of the profiled walls'
+difference (time outside operators elsewhere).
 
-The check (``check`` in the result; what can fail, and why the sum is not a check). Operator
-times plus the overhead band equal the plain step by definition, so that sum proves nothing.
-What is tested instead (each interval-based check says ``pass``, ``fail`` or ``too scattered``,
-``check_verdict``: an interval that misses what the check allows fails whatever its width; one
-that does not but is wider than ``SCATTER_LIMIT``, 20 points of the step, decides nothing, and
-its ``passed`` is None, as is the whole check's unless another check failed):
-
-1. ``operators_within_plain``: profiled operator time cannot exceed the un-instrumented step.
-   Statistic: median over rounds of (operators - plain) / plain, with a bootstrap interval;
-   fails when the interval lies above ``+tolerance`` (2%), i.e. when the profiler inflates
-   operator time (its per-operator cost lands inside parent operators) or time is counted twice
-   (inclusive instead of self time, a backward operator in two places, CPU and kernel time
-   mixed). Its negative is the overhead band's share, reported beside it.
-2. ``ablation_matches_profile``: the ablated share of the step (median of plain - ablated,
-   over median plain) minus the profiled attention-core share (median over rounds of the core's
-   operator time plus the time between operators that the no-op saves in the modules it
-   replaces, over median plain), bootstrap interval over rounds; fails when the interval misses
-   [-tol, +tol] (5 points). Catches attention work attributed elsewhere (or other work
-   attributed to it), backward attribution in training included. Not available for models the
-   ablation cannot handle (``ablation["reason"]``). The time between operators counts because
-   the ablation removes it too (at 4,096 tokens an eager core frees 0.8 GB score tensors
-   there). Where the no-op replaces a function inside a larger module (Hugging Face's attention
-   interface, torchaudio), that function's Python cannot be told apart and counts as zero:
-   expect agreement there where attention is a large part of the step.
-3. ``backward_linked`` (training): backward operator time whose node matched no forward
-   operator, as a share of operator time; fails above 1% (the sequence-number link broke).
+The checks (``check`` in the result: what can fail, pass or stay undecided, and why the sum of
+the parts is not a check): ``effx.profiling.component_checks``.
 
 Not checked against an independent measure: how the rest is split among the non-attention
 components (each operator has exactly one owner; tests/test_components.py checks operators'
-owners by name). Intervals are percentile bootstraps over rounds (coverage simulated in the
-tests: about 93-95% for a median of 10 skewed differences). GPU path (kernel time, CUDA
-activity) written to Kineto's event model, not yet run on a GPU.
+owners by name). GPU path (kernel time, CUDA activity) written to Kineto's event model, not
+yet run on a GPU.
 """
 from __future__ import annotations
 
 import contextlib
-import gc
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Protocol
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from effx.errors import Unsupported
+from effx.profiling.component_checks import checks, median_interval
+from effx.profiling.component_rounds import Rounds, rounds
 from effx.profiling.flops import _custom_mapping
 from effx.profiling.module_tracer import ModuleTracer
-from effx.profiling.op_profile import OpTimes, profiled_step, timed
+from effx.profiling.op_profile import OpTimes
 from effx.profiling.point import make_step
 from effx.profiling.timing import summarize
 
 __all__ = ["ModuleTracer", "OwnedFlopCounter", "by_component", "count_components",
-           "median_interval", "profile_components"]
+           "profile_components"]
 
 UNATTRIBUTED = "unattributed"       # operators outside every module: the loss, .grad accumulation
-TOLERANCE = {"operators_within_plain": 0.02, "ablation_matches_profile": 0.05, "backward_linked": 0.01}
-#: an interval wider than this (fraction of the step) decides nothing: 20 points of the step,
-#: four times the ablation check's band, cannot tell a 5-point agreement from a 15-point miss
-SCATTER_LIMIT = 0.20
 
 
 class AblationHandle(Protocol):
@@ -106,19 +75,6 @@ def by_component(per_module: dict, assignment: dict[str, str]) -> dict[str, floa
     for name, v in per_module.items():
         out[assignment[name] if name is not None else UNATTRIBUTED] += v
     return dict(out)
-
-
-def median_interval(samples, coverage: float = 0.95, n_boot: int = 2000, seed: int = 0,
-                    statistic: Callable | None = None) -> tuple[float, float]:
-    """Percentile-bootstrap interval of ``statistic`` (default: the median) over rows of
-    ``samples`` (1-D, or 2-D with one row per round, resampled together). Coverage of the
-    median's interval at 10 rounds is tested by simulation (tests/test_components.py)."""
-    x = np.asarray(samples, dtype=float)
-    stat = statistic or (lambda s: np.median(s, axis=1))
-    idx = np.random.default_rng(seed).integers(0, len(x), (n_boot, len(x)))
-    values = stat(x[idx])
-    a = (1 - coverage) / 2
-    return float(np.quantile(values, a)), float(np.quantile(values, 1 - a))
 
 
 class OwnedFlopCounter(FlopCounterMode):
@@ -148,138 +104,6 @@ def _counting_pass(model, step, forward, mode, flops: bool, memory: bool) -> dic
     return {"flops": dict(counter.by_owner) if flops else {},
             "flops_total": counter.get_total_flops() if flops else None,
             "saved": dict(tracer.saved), "module_calls": len(tracer.calls)}
-
-
-@dataclass
-class _Rounds:
-    """What ``_rounds`` measured, per round: the plain and the ablated step, each timed and
-    profiled (wall seconds, operator times)."""
-    plain: list = field(default_factory=list)
-    ablated: list = field(default_factory=list)
-    profiled: list = field(default_factory=list)
-    ops: list[OpTimes] = field(default_factory=list)
-    ablated_profiled: list = field(default_factory=list)
-    ablated_ops: list[OpTimes] = field(default_factory=list)
-    method: str = "not requested"           # how the ablation works, or why there is none
-    replaced: tuple[str, ...] = ()          # the modules the no-op replaces whole
-
-
-def _in_order(i: int, plain: Callable, ablated: Callable) -> tuple:
-    """(plain(), ablated()), run in this round's order: swapped every round."""
-    out = {}
-    for which in (("plain", "ablated") if i % 2 == 0 else ("ablated", "plain")):
-        out[which] = plain() if which == "plain" else ablated()
-    return out["plain"], out["ablated"]
-
-
-@contextlib.contextmanager
-def _no_cycle_collection():
-    """Python's cycle collector off (as ``timeit`` does): the profiler leaves cyclic event trees
-    behind, whose collection would otherwise land at random inside later steps."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.collect()
-
-
-def _rounds(model, step, device, repeats, ablation) -> _Rounds:
-    with _no_cycle_collection():
-        return _rounds_of(model, step, device, repeats, ablation)
-
-
-def _rounds_of(model, step, device, repeats, ablation) -> _Rounds:
-    cuda = _cuda(device)
-    r = _Rounds()
-    if ablation is not None:
-        context = ablation(model)
-        try:
-            handle = context.__enter__()                       # raises for models it cannot do
-        except Unsupported as exc:
-            r.method, ablation = str(exc), None
-        else:
-            try:
-                timed(step, cuda)                              # warm-up, and did it do anything?
-                profiled_step(step, model, device)
-            finally:
-                context.__exit__(None, None, None)
-            if handle.calls == 0:
-                raise RuntimeError(f"the ablation ({handle.method}) never ran its no-op: the "
-                                   f"model does not route its attention through it")
-            r.method, r.replaced = handle.method, tuple(handle.replaced)
-    timed(step, cuda)
-    profiled_step(step, model, device)                             # the profiler's first start
-
-    def ablated(measure):
-        with ablation(model):
-            return measure()
-    for i in range(repeats):
-        if ablation is None:
-            r.plain.append(timed(step, cuda))
-            wall, ops = profiled_step(step, model, device)
-            r.profiled.append(wall)
-            r.ops.append(ops)
-            continue
-        plain, abl = _in_order(i, lambda: timed(step, cuda),
-                               lambda: ablated(lambda: timed(step, cuda)))
-        r.plain.append(plain)
-        r.ablated.append(abl)
-        (wall, ops), (abl_wall, abl_ops) = _in_order(
-            i, lambda: profiled_step(step, model, device),
-            lambda: ablated(lambda: profiled_step(step, model, device)))
-        r.profiled.append(wall)
-        r.ops.append(ops)
-        r.ablated_profiled.append(abl_wall)
-        r.ablated_ops.append(abl_ops)
-    return r
-
-
-def check_verdict(lo: float, hi: float, misses: bool) -> dict:
-    """A check's outcome from its interval: ``fail`` when the interval misses what the check
-    allows (whatever its width), else ``too scattered`` when it is wider than ``SCATTER_LIMIT``
-    (it would also hold a clear miss), else ``pass``. ``passed``: True, False or None."""
-    if misses:
-        return {"passed": False, "verdict": "fail"}
-    if hi - lo > SCATTER_LIMIT:
-        return {"passed": None, "verdict": "too scattered"}
-    return {"passed": True, "verdict": "pass"}
-
-
-def _checks(plain, op_total, core, ablated, unlinked, mode, n_boot, seed) -> dict:
-    rows = np.column_stack([plain, op_total])
-    excess = np.median((rows[:, 1] - rows[:, 0]) / rows[:, 0])
-    lo, hi = median_interval(rows, n_boot=n_boot, seed=seed,
-                             statistic=lambda s: np.median((s[..., 1] - s[..., 0]) / s[..., 0], axis=1))
-    tol = TOLERANCE["operators_within_plain"]
-    out = {"operators_within_plain": dict(
-        statistic="median over rounds of (operator time - plain step) / plain step",
-        value=float(excess), interval=(lo, hi), tolerance=tol, **check_verdict(lo, hi, lo > tol))}
-    if ablated:
-        rows = np.column_stack([plain, ablated, core])
-
-        def gap(s):   # ablated share - profiled core share, per bootstrap resample
-            p = np.median(s[..., 0], axis=1)
-            return (np.median(s[..., 0] - s[..., 1], axis=1) - np.median(s[..., 2], axis=1)) / p
-        value = float(gap(rows[None])[0])
-        lo, hi = median_interval(rows, n_boot=n_boot, seed=seed, statistic=gap)
-        tol = TOLERANCE["ablation_matches_profile"]
-        out["ablation_matches_profile"] = dict(
-            statistic="median(plain - ablated)/median(plain) "
-                      "- median(core operators + between them)/median(plain)",
-            value=value, interval=(lo, hi), tolerance=tol,
-            **check_verdict(lo, hi, bool(lo > tol or hi < -tol)))
-    if mode == "training":
-        share = float(sum(unlinked) / max(sum(op_total), 1e-12))
-        tol = TOLERANCE["backward_linked"]
-        out["backward_linked"] = dict(statistic="backward operator time matched to no forward "
-                                      "operator / operator time", value=share, tolerance=tol,
-                                      passed=share <= tol,
-                                      verdict="pass" if share <= tol else "fail")
-    verdicts = [c["passed"] for c in out.values()]
-    out["passed"] = False if False in verdicts else (None if None in verdicts else True)
-    return out
 
 
 def profile_components(model: nn.Module, forward: Callable[[], object],
@@ -312,8 +136,9 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
                            replaced; else absent), "other_components", "rest" (the walls'
                            difference less the other parts)}), "parts_interval_s" (95%
                            bootstrap interval of each part's median)}
-        check             see the module docstring; check["passed"]: True when every check that
-                          ran passed, False when one failed, None when one was too scattered
+        check             ``effx.profiling.component_checks``; check["passed"]: True when
+                          every check that ran passed, False when one failed, None when one
+                          was too scattered
         flops, flops_total, saved_bytes, module_calls, profiler_events
     """
     if repeats < 1:
@@ -325,7 +150,7 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
         counted = _counting_pass(model, step, forward, mode, flops, memory)   # switch): again
     if callable(assignment):
         assignment = assignment(model)
-    r = _rounds(model, step, device, repeats, ablation)
+    r = rounds(model, step, device, repeats, ablation)
     plain, ablated, ops = r.plain, r.ablated, r.ops
     comps = sorted(set(assignment.values())) + [UNATTRIBUTED]
     fwd = [by_component(o.forward, assignment) for o in ops]
@@ -348,7 +173,7 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
                                         n_boot, seed)
     between = out["ablation"].get("parts_s", {}).get("core_between_ops") or [0.0] * repeats
     core_with_between = [c + b for c, b in zip(core, between)]
-    out["check"] = _checks(plain, operator, core_with_between, ablated,
+    out["check"] = checks(plain, operator, core_with_between, ablated,
                            [o.unlinked_s for o in ops], mode, n_boot, seed)
     return out
 
@@ -384,7 +209,7 @@ def _between_s(o: OpTimes, modules: tuple[str, ...]) -> float:
                if name is not None and any(name == m or name.startswith(m + ".") for m in modules))
 
 
-def _ablation_summary(r: _Rounds, core, assignment, component, cuda, n_boot, seed) -> dict:
+def _ablation_summary(r: Rounds, core, assignment, component, cuda, n_boot, seed) -> dict:
     if not r.ablated:
         return {"status": "unavailable", "reason": r.method}
     diff = [p - a for p, a in zip(r.plain, r.ablated)]

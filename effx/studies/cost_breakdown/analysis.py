@@ -8,7 +8,7 @@ import pandas as pd
 from effx.analysis.tipping import crossing_length
 from effx.models import builders
 from effx.models.components import ATTENTION_ALL, ATTENTION_CORE, LABELS
-from effx.profiling.components import check_verdict
+from effx.profiling.component_checks import check_verdict
 
 UNATTRIBUTED, OVERHEAD = "unattributed", "overhead"
 BANDS = (UNATTRIBUTED, OVERHEAD)         # parts of the time that belong to no component
