@@ -98,17 +98,25 @@ def typical_table(near: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _points_with(table: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per point that measured ``metric``, one column per metric; the points' info
+    columns), both indexed by KEYS; empty frames when no point did."""
+    ok = table[(table.status == "ok") & table.metric.notna()]
+    wide = ok.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first")
+    if metric not in wide:
+        return pd.DataFrame(), pd.DataFrame()
+    wide = wide[wide[metric].notna()]
+    return wide, ok.drop_duplicates(KEYS).set_index(KEYS)
+
+
 def checks(table: pd.DataFrame) -> pd.DataFrame:
     """Per timed point: plain step, operator time, overhead band, the sum check (medians of the
     components + overhead vs the plain step), and the checks that can fail: operator time within
     the plain step, and the ablation's attention share against the profiled one (the core's
     operators, and the time between them in the modules the ablation replaces)."""
-    ok = table[(table.status == "ok") & table.metric.notna()]
-    wide = ok.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first")
-    if "operator_s" not in wide:
+    wide, info = _points_with(table, "operator_s")
+    if wide.empty:
         return pd.DataFrame()
-    wide = wide[wide.operator_s.notna()]
-    info = ok.drop_duplicates(KEYS).set_index(KEYS)
     comps = [c for c in wide.columns if c.startswith("time_s/")]
     out = pd.DataFrame({"plain ms": 1e3 * wide.latency_s, "operators ms": 1e3 * wide.operator_s,
                         "overhead %": 100 * wide["time_s/overhead"] / wide.latency_s})
@@ -147,12 +155,9 @@ def ablation_parts(table: pd.DataFrame) -> pd.DataFrame:
     of the paired differences, % of the plain step; 95% interval of the other components'
     part): the core's operators, the time between them (blank where not measured), the other
     components' operators, and the rest (time outside operators elsewhere)."""
-    ok = table[(table.status == "ok") & table.metric.notna()]
-    wide = ok.pivot_table(index=KEYS, columns="metric", values="value", aggfunc="first")
-    if "ablation_parts/core_operators" not in wide:
+    wide, info = _points_with(table, "ablation_parts/core_operators")
+    if wide.empty:
         return pd.DataFrame()
-    wide = wide[wide["ablation_parts/core_operators"].notna()]
-    info = ok.drop_duplicates(KEYS).set_index(KEYS)
     out = pd.DataFrame({"plain ms": 1e3 * wide.latency_s, "saved %": 100 * wide.ablation_share})
     for part, label in PARTS.items():
         column = f"ablation_parts/{part}"
