@@ -100,8 +100,7 @@ def checks(plain, op_total, core, ablated, unlinked, mode, n_boot: int = 2000, s
         tol = TOLERANCE["backward_linked"]
         out["backward_linked"] = dict(statistic="backward operator time matched to no forward "
                                       "operator / operator time", value=share, tolerance=tol,
-                                      passed=share <= tol,
-                                      verdict="pass" if share <= tol else "fail")
+                                      **check_verdict(share, share, share > tol))
     verdicts = [c["passed"] for c in out.values()]
     out["passed"] = False if False in verdicts else (None if None in verdicts else True)
     return out

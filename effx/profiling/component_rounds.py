@@ -16,7 +16,7 @@ from effx.profiling.op_profile import OpTimes, profiled_step, timed
 
 @dataclass
 class Rounds:
-    """What ``_rounds`` measured, per round: the plain and the ablated step, each timed and
+    """What ``rounds`` measured, per round: the plain and the ablated step, each timed and
     profiled (wall seconds, operator times)."""
     plain: list = field(default_factory=list)
     ablated: list = field(default_factory=list)

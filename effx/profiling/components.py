@@ -169,8 +169,7 @@ def profile_components(model: nn.Module, forward: Callable[[], object],
                module_calls=counted["module_calls"], profiler_events=ops[-1].events)
     out["overhead"] = summarize(out["overhead_s"])
     core = time_s.get(ablated_component, [0.0] * repeats)
-    out["ablation"] = _ablation_summary(r, core, assignment, ablated_component, _cuda(device),
-                                        n_boot, seed)
+    out["ablation"] = _ablation_summary(r, core, assignment, ablated_component, n_boot, seed)
     between = out["ablation"].get("parts_s", {}).get("core_between_ops") or [0.0] * repeats
     core_with_between = [c + b for c, b in zip(core, between)]
     out["check"] = checks(plain, operator, core_with_between, ablated,
@@ -191,10 +190,6 @@ def count_components(model: nn.Module, forward: Callable[[], object],
             "saved_bytes": by_component(counted["saved"], assignment)}
 
 
-def _cuda(device) -> bool:
-    return torch.device(device).type == "cuda"
-
-
 def _operator_s(o: OpTimes, assignment) -> dict[str, float]:
     """Operator seconds per component, forward and backward together."""
     out = by_component(o.forward, assignment)
@@ -209,7 +204,7 @@ def _between_s(o: OpTimes, modules: tuple[str, ...]) -> float:
                if name is not None and any(name == m or name.startswith(m + ".") for m in modules))
 
 
-def _ablation_summary(r: Rounds, core, assignment, component, cuda, n_boot, seed) -> dict:
+def _ablation_summary(r: Rounds, core, assignment, component, n_boot, seed) -> dict:
     if not r.ablated:
         return {"status": "unavailable", "reason": r.method}
     diff = [p - a for p, a in zip(r.plain, r.ablated)]
@@ -229,8 +224,8 @@ def _ablation_summary(r: Rounds, core, assignment, component, cuda, n_boot, seed
                         ("other_components", others),
                         ("rest", wall - abl_wall - core_ops - between - others)):
             parts[part].append(v)
-    if cuda or not r.replaced:          # not measured: the no-op replaces no whole module
-        del parts["core_between_ops"]
+    if not r.replaced or not any(o.between_ops for o in r.ops):
+        del parts["core_between_ops"]       # not measured: no whole module replaced, or a GPU
     return {"status": "ok", "reason": None, "method": r.method, "ablated_s": r.ablated,
             "diff_s": diff,
             "median_s": statistics.median(diff), "interval_s": (lo, hi),

@@ -8,7 +8,7 @@ import pandas as pd
 from effx.analysis.tipping import crossing_length
 from effx.models import builders
 from effx.models.components import ATTENTION_ALL, ATTENTION_CORE, LABELS
-from effx.profiling.component_checks import check_verdict
+from effx.profiling.component_checks import SCATTER_LIMIT, check_verdict
 
 UNATTRIBUTED, OVERHEAD = "unattributed", "overhead"
 BANDS = (UNATTRIBUTED, OVERHEAD)         # parts of the time that belong to no component
@@ -196,7 +196,7 @@ def headline(frame: pd.DataFrame, largest: pd.DataFrame, near: pd.DataFrame,
     out: dict = {"points": 0, "sum_within_10": 0, "operators_ok": 0, "operators_fail": "none",
                  "operators_scattered": "none", "overhead_median": float("nan"),
                  "ablation_points": 0, "ablation_agrees": 0, "ablation_misses": "none",
-                 "ablation_scattered": "none"}
+                 "ablation_scattered": "none", "scatter_limit_points": 100 * SCATTER_LIMIT}
     for kind in ("time", "flops"):
         out.update({f"models_{kind}": 0, f"holds_{kind}": 0, f"fails_{kind}": "none"})
     if frame.empty:
