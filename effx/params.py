@@ -111,9 +111,11 @@ def positive_ints(doc: str = "", maximum: int | None = None, default=REQUIRED,
                  default)
 
 
-def positive_numbers(doc: str = "", default=REQUIRED) -> Param:
-    """A non-empty list of positive numbers, returned sorted and without duplicates."""
-    return Param(lambda name, value: _positive_list(name, value, False, None), doc, default)
+def positive_numbers(doc: str = "", default=REQUIRED, maximum: float | None = None,
+                     allow_zero: bool = False) -> Param:
+    """A non-empty list of positive numbers (or >= 0), returned sorted and without duplicates."""
+    return Param(lambda name, value: _positive_list(name, value, False, maximum, allow_zero), doc,
+                 default)
 
 
 def mapping_of(item: Param, keys: tuple[str, ...], doc: str = "", default=REQUIRED,

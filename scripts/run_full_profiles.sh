@@ -5,6 +5,8 @@
 #   bash scripts/run_full_profiles.sh training    # transkimmer_glue (training only) and spion
 #   bash scripts/run_full_profiles.sh wallclock   # transkimmer_glue's wall-clock units
 #   bash scripts/run_full_profiles.sh search      # transkimmer_glue's predictor-rate search (profile search)
+#   bash scripts/run_full_profiles.sh recovery    # transkimmer_glue's distillation / frozen-decision runs
+#                                                 # (profile recovery: two one-thread chains, then the wall clock alone)
 # Timing runs need an idle machine: run nothing beside them (the machine's load is recorded with
 # every unit, and the chapters warn when it was high). Training runs resume where they stopped
 # (checkpoints under data/results/checkpoints/); run them as `nohup ... &` and come back.
@@ -26,5 +28,13 @@ case "${1:-timing}" in
     measure --only transkimmer_glue ;;
   search)     # needs the full profile's SST-2 baseline checkpoint (trained first if missing)
     echo "$(date -u +%FT%TZ): search"; "$PY" -m effx.pipeline measure --profile search --only transkimmer_glue ;;
-  *) echo "usage: $0 timing|training|wallclock|search" >&2; exit 2 ;;
+  recovery)   # the plain setting beside the full recipe first, then the two halves; wall clock alone
+    rec() { echo "$(date -u +%FT%TZ): recovery $*"; "$PY" -m effx.pipeline measure --profile recovery \
+              --only transkimmer_glue -p wall_clock False "$@"; }
+    { rec -p distills '[0.0]' -p frozen_epochs '[0.0]' && rec -p distills '[0.5]' -p frozen_epochs '[0.0]'; } &
+    { rec -p distills '[0.5]' -p frozen_epochs '[0.5]' && rec -p distills '[0.0]' -p frozen_epochs '[0.5]'; } &
+    wait
+    echo "$(date -u +%FT%TZ): recovery wall clock"
+    "$PY" -m effx.pipeline measure --profile recovery --only transkimmer_glue ;;
+  *) echo "usage: $0 timing|training|wallclock|search|recovery" >&2; exit 2 ;;
 esac

@@ -269,3 +269,22 @@ def test_unit_costs_follow_the_training_each_job_does_itself():
     assert cost["SST-2", "topk_pruning", None] < base / 20
     assert cost["RTE", "baseline", None] < base / 10                 # 2.5k against 67k examples
     assert 0 < cost["SST-2", "transkimmer", "wall_clock"] < base
+
+
+def test_every_lambda_is_trained_with_each_distillation_weight_and_frozen_phase():
+    from effx.errors import ParameterError
+    from effx.studies import get_study
+    study = get_study("transkimmer_glue")
+    base = {"profile": "tiny", "references": [], "wall_clock": False, "lambdas": [0.3, 0.8],
+            "skim_epochs": 2.0}
+    P = study.validate({**base, "distills": [0.0, 0.5], "frozen_epochs": [0.0, 0.5]})
+    planned = sorted((u.key["skim_lambda"], u.key["distill"], u.key["frozen_epochs"])
+                     for u in study.units(P) if u.key["method"] == "transkimmer")
+    assert planned == [(lam, kd, fr) for lam in (0.3, 0.8) for kd in (0.0, 0.5) for fr in (0.0, 0.5)]
+    plain = study.validate(base)                       # the defaults: neither
+    assert {(u.key["distill"], u.key["frozen_epochs"]) for u in study.units(plain)
+            if u.key["method"] == "transkimmer"} == {(0.0, 0.0)}
+    with pytest.raises(ParameterError, match="frozen_epochs.*shorter than SST-2's skim_epochs"):
+        study.validate({**base, "frozen_epochs": [2.0]})
+    with pytest.raises(ParameterError, match="distills"):
+        study.validate({**base, "distills": [1.5]})

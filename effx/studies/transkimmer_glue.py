@@ -10,6 +10,7 @@ analysis is ``effx.transkimmer.report`` and ``effx.transkimmer.figures``.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 
@@ -43,8 +44,13 @@ PARAMETERS = {
     "skim_lr": p.positive_number("stage 2 learning rate (encoder and head)", default=2e-5),
     "variant": p.choice("fixed", "paper", default="fixed",
                         doc="'fixed' (masked softmax, pads excluded) or 'paper' (first release)"),
-    "distill": p.fraction("weight of distillation from the baseline's logits (0: none)",
-                          default=0.0),
+    "distills": p.positive_numbers("weights of distillation from the baseline's logits (0: none); "
+                                   "every Transkimmer setting is trained with each",
+                                   maximum=1, allow_zero=True, default=[0.0]),
+    "frozen_epochs": p.positive_numbers("epochs at the end of stage 2 trained with the skim "
+                                        "decisions frozen (0: none; part of skim_epochs); every "
+                                        "Transkimmer setting is trained with each",
+                                        allow_zero=True, default=[0.0]),
     "references": p.choices(*REFERENCES, allow_empty=True, default=["baseline_continued"],
                             doc="references trained or applied beside Transkimmer"),
     "fewer_layers": p.positive_ints("layers kept by the fewer-layer references", default=[3, 2]),
@@ -84,6 +90,9 @@ def check(P: dict) -> dict:
         extra = sorted(set(_repeated(P, task)) - set(grid))
         require(not extra, "repeat_lambdas", P["repeat_lambdas"],
                 f"lambdas among {task}'s lambdas {grid} (not in them: {extra})")
+        stage2 = _per_task(P["skim_epochs"], task, 1.0)
+        require(max(P["frozen_epochs"]) < stage2, "frozen_epochs", P["frozen_epochs"],
+                f"epochs shorter than {task}'s skim_epochs ({stage2:g})")
     return P
 
 
@@ -114,10 +123,11 @@ def jobs(P: dict) -> list[Job]:
             out.append(base)
             lambdas = _per_task(P["lambdas"], task, []) if seed == 0 else \
                 _repeated(P, task)
-            for lam in lambdas:
-                for plr in P["predictor_lrs"]:
-                    out.append(base.with_method("transkimmer", skim_lambda=lam, predictor_lr=plr,
-                                                variant=P["variant"], distill=P["distill"], **stage2))
+            for lam, plr, kd, frozen in itertools.product(lambdas, P["predictor_lrs"],
+                                                          P["distills"], P["frozen_epochs"]):
+                out.append(base.with_method("transkimmer", skim_lambda=lam, predictor_lr=plr,
+                                            variant=P["variant"], distill=kd, frozen_epochs=frozen,
+                                            **stage2))
             if "baseline_continued" in P["references"]:   # even with no lambda in this run: a
                 # long chain (SST-2) can train its Transkimmer settings in runs of their own
                 out.append(base.with_method("baseline_continued", **stage2))
