@@ -183,6 +183,9 @@ def test_every_method_runs_and_reports_what_it_measured(minilm2, straight):
             "speedup_b32", "speedup_random_b32", "counted_flops_method"} <= set(metrics)
     assert info["lambda_official_equivalent"] == pytest.approx(2.0 / info["official_fill_ratio"])
     assert len(info["trace"]["skimmed_at"]) == len(info["trace"]["tokens"])
+    correct = info["dev_correct"]                       # per dev example, for paired comparisons
+    assert len(correct) == info["dev_examples"] and set(correct) <= {"0", "1"}
+    assert correct.count("1") / len(correct) == pytest.approx(metrics["accuracy"]["value"])
     base_metrics, _ = run_job(tiny(minilm2, "baseline"), folder, log=_quiet)   # trained: loaded
     assert {"time_pad32_b32", "padding_pad32_b32", "padding_random_b32", "flops_pad512",
             "flops_random_b32"} <= set(base_metrics)

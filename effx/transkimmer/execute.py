@@ -72,10 +72,12 @@ def _locked(folder: Path):
 
 
 @torch.no_grad()
-def teacher_logits(model: SkimBert, data: Encoded, cache: Path, device="cpu") -> torch.Tensor:
+def teacher_logits(model: SkimBert, data: Encoded, cache: Path, device="cpu",
+                   log: Callable = print) -> torch.Tensor:
     """The baseline's logits (N, C) on every training example, in evaluation mode; cached."""
     if cache.exists():
         return torch.load(cache)
+    log(f"the baseline's logits on {len(data)} training examples (distillation's targets)")
     model.eval()
     out = torch.empty(len(data), model.classifier.out_features)
     for index in length_sorted_batches(data.lengths, 64):
@@ -111,7 +113,8 @@ def trained_model(job: Job, checkpoint_dir, *, log: Callable = print, checkpoint
             info["baseline_checkpoint"] = base_job.checkpoint_name()
             if job.distill:
                 teacher = teacher_logits(base, train, Path(checkpoint_dir) /
-                                         base_job.checkpoint_name() / "train_logits.pt", job.device)
+                                         base_job.checkpoint_name() / "train_logits.pt", job.device,
+                                         log=log)
             if job.method == "baseline_continued" or job.init == "finetuned":
                 missing, unexpected = model.load_state_dict(base.state_dict(), strict=False)
                 if unexpected or any(not k.startswith("predictors.") for k in missing):
@@ -183,13 +186,15 @@ def _setup(job: Job, model: SkimBert, tokenizer, log):
 
 def evaluate_job(job: Job, model: SkimBert, tokenizer, *, log: Callable = print) -> tuple[dict, dict]:
     """Dev metric, kept tokens and FLOPs of a trained model (no timing): (metrics, info)."""
-    from effx.data.glue import glue_metric
+    from effx.data.glue import glue_metric, task_spec
     from effx.results import metric
     dev, reference, ref, fn, removed, info = _setup(job, model, tokenizer, log)
     log(f"{job.label}: evaluating on {len(dev)} dev examples")
     out = M.predict(fn or ref, dev, 32, job.device)
     scores = glue_metric(job.task, out["predictions"], dev.labels)
     metrics = {k: metric(v, "score") for k, v in scores.items()}
+    if not task_spec(job.task).is_regression:   # per dev example, in order: paired comparisons
+        info["dev_correct"] = "".join("01"[int(p == y)] for p, y in zip(out["predictions"], dev.labels))
     if job.method == "transkimmer" and job.variant == "paper":   # the function it was trained as
         masked = M.predict(M.masked_forward(model), dev, 32, job.device)
         metrics.update({f"masked_{k}": metric(v, "score") for k, v in
