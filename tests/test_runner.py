@@ -93,6 +93,29 @@ def test_the_eta_falls_while_a_unit_runs_and_never_counts_a_running_unit_twice()
     assert len(skipped.running) == 1 and skipped.seconds_left() == 20.0
 
 
+def test_a_unit_that_reports_its_own_eta_is_trusted_and_an_overrun_is_said():
+    clock = [0.0]
+    progress = Progress("s", [300.0, 200.0], stream=io.StringIO(), every_s=0,
+                        clock=lambda: clock[0])
+    progress.start("baseline", 300.0)
+    clock[0] = 30.0
+    progress.finish(300.0)                  # loaded, not trained: far cheaper than its cost
+    progress.start("transkimmer", 200.0)
+    clock[0] = 60.0                         # the rate's guess (20 s) has run out
+    assert progress.seconds_left() == 0.0 and progress.past_estimate()
+    assert "ETA at least 0s (a unit runs past its estimate)" in progress.line()
+    progress.note("transkimmer: step 46/4210 (4164 left), 0.45 s/step, ETA 31m04s, loss 0.9")
+    assert progress.seconds_left() == 1864.0 and not progress.past_estimate()
+    clock[0] = 64.0
+    assert progress.seconds_left() == 1860.0 and progress.line().endswith("ETA 31m00s")
+    progress.note("transkimmer: evaluating on 872 dev examples")   # no ETA: the last one holds
+    assert progress.seconds_left() == 1860.0
+    first = Progress("s", [10.0], stream=io.StringIO(), every_s=0, clock=lambda: clock[0])
+    first.start("only", 10.0)
+    first.note("step 1/10, ETA 45s")                 # no unit finished, but it is the last one
+    assert first.seconds_left() == 45.0
+
+
 def test_a_larger_time_budget_measures_a_stopped_point_again():
     rec = {"status": "ok", "info": {"stopped_by_budget_s": 2.0}}
     assert unit_done([rec], {"budget_s": 2.0})

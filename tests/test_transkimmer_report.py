@@ -317,3 +317,39 @@ def test_wall_clock_means_say_how_many_seeds_were_timed():
     everywhere = R.seed_summary(R.summary(t))
     assert everywhere[everywhere.setting == "lambda 2"].iloc[0].wall_seeds == 3
     assert "timed at" not in C.target_verdict(R.headline(everywhere))
+
+
+def _correct(n_right: int, flip: int = 0) -> str:
+    """A dev set's per-example record: the first n_right right; `flip` more examples right at
+    the end (another run that gets those right too)."""
+    return "1" * n_right + "0" * (N_DEV - n_right - flip) + "1" * flip
+
+
+def test_recipes_are_compared_with_the_plain_run_of_the_same_seed_and_lambda():
+    from effx.transkimmer import recipes
+    base = Job("SST-2", "baseline", seed=1)
+    out = rows(base, measured(0.90)) + rows(base.with_method("baseline_continued"), measured(0.89))
+    plain = base.with_method("transkimmer", skim_lambda=0.8)
+    out += rows(plain, measured(700 / N_DEV, 2.4), dev_correct=_correct(700))
+    # distillation: the same 700 right and 20 more (paired: only those 20 differ)
+    out += rows(plain.with_method("transkimmer", distill=0.5), measured(720 / N_DEV, 2.3),
+                dev_correct=_correct(700, flip=20))
+    out += rows(plain.with_method("transkimmer", frozen_epochs=0.5), measured(690 / N_DEV, 2.5))
+    out += rows(Job("SST-2", "transkimmer", seed=1, skim_lambda=0.3), measured(0.88, 1.6))  # alone
+    table, said = recipes.compare(R.summary(pd.DataFrame(out)))
+    assert list(zip(table.distill, table.frozen_epochs)) == [(0, 0), (0.5, 0), (0, 0.5)]
+    kd = table.iloc[1]
+    assert kd.change == pytest.approx(100 * 20 / N_DEV)
+    assert kd.delta == pytest.approx(100 * 720 / N_DEV - 89.0)
+    assert kd.flops_change == pytest.approx(2.3 / 2.4)
+    d = np.r_[np.ones(20), np.zeros(N_DEV - 20)]                     # paired: per-example changes
+    assert kd.change_se == pytest.approx(100 * d.std(ddof=1) / np.sqrt(N_DEV))
+    frozen = table.iloc[2]                                            # no per-example record
+    assert frozen.change_se == pytest.approx(np.sqrt(2) * np.mean(
+        [100 * np.sqrt(p * (1 - p) / N_DEV) for p in (690 / N_DEV, 700 / N_DEV)]), rel=1e-6)
+    assert frozen.change_se > 2 * kd.change_se          # pairing removes the shared examples
+    assert np.isnan(table.iloc[0].change_se)
+    assert "distillation 0.5, changes the score by +2.3 points, more than twice" in said
+    assert "paired by example" in said and "lambda 0.3" not in said
+    none, said = recipes.compare(R.summary(pd.DataFrame(rows(plain, measured(0.8)))))
+    assert none.empty and "No run" in said

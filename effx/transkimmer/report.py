@@ -113,6 +113,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
             "equal_budget": 100 * get(equal, m), "reference": 100 * get(ref, m),
             "delta": 100 * (p - get(ref, m)),
             "dev_n": n, "dev_se": 100 * np.sqrt(acc * (1 - acc) / n),   # of accuracy (NaN: none)
+            "dev_correct": r.get("info_dev_correct", np.nan),          # per example: '0' / '1'
             "majority": 100 * majority_metric(r.task, job.dev_subset),
             "baseline_accuracy": 100 * get(base, "accuracy"),
             "majority_accuracy": (100 * majority_metric(r.task, job.dev_subset, "accuracy")
@@ -132,6 +133,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                                     ("transkimmer", "baseline_continued") else 0.0),
             "skim_lambda": job.skim_lambda if job.method == "transkimmer" else np.nan,
             "predictor_lr": job.predictor_lr if job.method == "transkimmer" else np.nan,
+            "distill": job.distill if job.method == "transkimmer" else np.nan,
+            "frozen_epochs": job.frozen_epochs if job.method == "transkimmer" else np.nan,
             "variant": job.variant if job.method == "transkimmer" else "",
             "lambda_official": get(r, "info_lambda_official_equivalent"),
         })
