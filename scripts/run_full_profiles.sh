@@ -10,7 +10,7 @@
 # Timing runs need an idle machine: run nothing beside them (the machine's load is recorded with
 # every unit, and the chapters warn when it was high). Training runs resume where they stopped
 # (checkpoints under data/results/checkpoints/); run them as `nohup ... &` and come back.
-# Afterwards commit data/results/full/: every later `make book` shows these runs.
+# Afterwards commit data/results/<profile>/: every later `make book` shows these runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -32,8 +32,10 @@ case "${1:-timing}" in
     rec() { echo "$(date -u +%FT%TZ): recovery $*"; "$PY" -m effx.pipeline measure --profile recovery \
               --only transkimmer_glue -p wall_clock False "$@"; }
     { rec -p distills '[0.0]' -p frozen_epochs '[0.0]' && rec -p distills '[0.5]' -p frozen_epochs '[0.0]'; } &
+    first=$!
     { rec -p distills '[0.5]' -p frozen_epochs '[0.5]' && rec -p distills '[0.0]' -p frozen_epochs '[0.5]'; } &
-    wait
+    second=$!
+    wait "$first"; wait "$second"   # set -e: a failed chain stops here, the wall clock never trains
     echo "$(date -u +%FT%TZ): recovery wall clock"
     "$PY" -m effx.pipeline measure --profile recovery --only transkimmer_glue ;;
   *) echo "usage: $0 timing|training|wallclock|search|recovery" >&2; exit 2 ;;

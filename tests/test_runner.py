@@ -110,6 +110,17 @@ def test_a_unit_that_reports_its_own_eta_is_trusted_and_an_overrun_is_said():
     assert progress.seconds_left() == 1860.0 and progress.line().endswith("ETA 31m00s")
     progress.note("transkimmer: evaluating on 872 dev examples")   # no ETA: the last one holds
     assert progress.seconds_left() == 1860.0
+    clock[0] = 64.0 + 1900.0                # its own ETA ran out (evaluation was not in it)
+    assert progress.seconds_left() == 0.0 and "ETA at least" in progress.line()
+    long = "SST-2 transkimmer (fixed lambda=0.8 predictor lr 0.0003 finetuned +2 ep distill=0.5 " \
+        "frozen=0.5 ep, /home/someone/encoders/bert-base-uncased, seed 1): step 9/99, ETA 3m05s"
+    progress.note(long)                     # past the 160 characters shown: still read
+    assert len(long) > 160 and progress.seconds_left() == 185.0
+    progress.start("another", 10.0)         # two units run: neither's own ETA is trusted alone
+    progress.note("another: step 1/2, ETA 45s")
+    assert progress.reported is not None and progress._reported_left(clock[0]) is None
+    progress.finish(200.0)
+    assert progress.reported is None        # a finished unit's ETA does not carry over
     first = Progress("s", [10.0], stream=io.StringIO(), every_s=0, clock=lambda: clock[0])
     first.start("only", 10.0)
     first.note("step 1/10, ETA 45s")                 # no unit finished, but it is the last one

@@ -319,37 +319,91 @@ def test_wall_clock_means_say_how_many_seeds_were_timed():
     assert "timed at" not in C.target_verdict(R.headline(everywhere))
 
 
-def _correct(n_right: int, flip: int = 0) -> str:
-    """A dev set's per-example record: the first n_right right; `flip` more examples right at
-    the end (another run that gets those right too)."""
-    return "1" * n_right + "0" * (N_DEV - n_right - flip) + "1" * flip
+def _correct(right: int, lost: int = 0, won: int = 0) -> str:
+    """Which of the dev examples a run got right: the first `right` of them, less the last `lost`
+    of those, plus `won` at the end (against a run that got exactly the first `right`)."""
+    return "1" * (right - lost) + "0" * lost + "0" * (N_DEV - right - won) + "1" * won
 
 
-def test_recipes_are_compared_with_the_plain_run_of_the_same_seed_and_lambda():
-    from effx.transkimmer import recipes
+def _recipe_runs(seeds_for_noise=()):
     base = Job("SST-2", "baseline", seed=1)
     out = rows(base, measured(0.90)) + rows(base.with_method("baseline_continued"), measured(0.89))
     plain = base.with_method("transkimmer", skim_lambda=0.8)
     out += rows(plain, measured(700 / N_DEV, 2.4), dev_correct=_correct(700))
-    # distillation: the same 700 right and 20 more (paired: only those 20 differ)
+    # distillation: 30 examples more right, 10 of the plain run's right ones lost (paired)
     out += rows(plain.with_method("transkimmer", distill=0.5), measured(720 / N_DEV, 2.3),
-                dev_correct=_correct(700, flip=20))
+                dev_correct=_correct(700, lost=10, won=30))
     out += rows(plain.with_method("transkimmer", frozen_epochs=0.5), measured(690 / N_DEV, 2.5))
-    out += rows(Job("SST-2", "transkimmer", seed=1, skim_lambda=0.3), measured(0.88, 1.6))  # alone
-    table, said = recipes.compare(R.summary(pd.DataFrame(out)))
-    assert list(zip(table.distill, table.frozen_epochs)) == [(0, 0), (0.5, 0), (0, 0.5)]
+    out += rows(plain.with_method("transkimmer", skim_lambda=0.3), measured(0.88, 1.6))   # alone
+    out += rows(plain.with_method("transkimmer", variant="paper"), measured(0.5, 3.0))    # not plain
+    for seed, delta in seeds_for_noise:       # a setting at several seeds: the training's noise
+        b = Job("SST-2", "baseline", seed=seed)
+        out += rows(b.with_method("baseline_continued"), measured(0.85))
+        out += rows(b.with_method("transkimmer", skim_lambda=0.2), measured(0.85 + delta, 1.5))
+    return pd.DataFrame(out)
+
+
+def test_recipes_are_compared_with_the_plain_run_of_the_same_seed_and_lambda():
+    from effx.transkimmer import recipes
+    table, said = recipes.compare(R.summary(_recipe_runs()))
+    assert list(table.recipe) == ["plain", "distill 0.5", "frozen 0.5 ep"]
     kd = table.iloc[1]
     assert kd.change == pytest.approx(100 * 20 / N_DEV)
     assert kd.delta == pytest.approx(100 * 720 / N_DEV - 89.0)
     assert kd.flops_change == pytest.approx(2.3 / 2.4)
-    d = np.r_[np.ones(20), np.zeros(N_DEV - 20)]                     # paired: per-example changes
+    d = np.r_[-np.ones(10), np.ones(30), np.zeros(N_DEV - 40)]      # per-example changes
     assert kd.change_se == pytest.approx(100 * d.std(ddof=1) / np.sqrt(N_DEV))
     frozen = table.iloc[2]                                            # no per-example record
-    assert frozen.change_se == pytest.approx(np.sqrt(2) * np.mean(
-        [100 * np.sqrt(p * (1 - p) / N_DEV) for p in (690 / N_DEV, 700 / N_DEV)]), rel=1e-6)
+    se = [100 * np.sqrt(p * (1 - p) / N_DEV) for p in (690 / N_DEV, 700 / N_DEV)]
+    assert frozen.change_se == pytest.approx(np.hypot(*se))
     assert frozen.change_se > 2 * kd.change_se          # pairing removes the shared examples
-    assert np.isnan(table.iloc[0].change_se)
-    assert "distillation 0.5, changes the score by +2.3 points, more than twice" in said
-    assert "paired by example" in said and "lambda 0.3" not in said
-    none, said = recipes.compare(R.summary(pd.DataFrame(rows(plain, measured(0.8)))))
-    assert none.empty and "No run" in said
+    assert np.isnan(table.iloc[0].change_se) and "lambda 0.3" not in said
+    z = stats.norm.ppf(1 - 0.025 / 2)                                # Bonferroni over 2 recipes
+    assert f"beyond {z:.2f} standard errors" in said
+    assert "distill 0.5: +2.3 points ± 0.7, beyond the noise" in said
+    assert "frozen 0.5 ep: -1.1 points ± 1.9, within the noise, at 2.50x FLOPs (-9.9 against equal budget)" in said
+    assert "no setting trained at several seeds" in said
+
+
+def test_recipe_changes_carry_the_training_noise_of_settings_run_at_several_seeds():
+    from effx.transkimmer import recipes
+    deltas = [0.01, -0.01, 0.02]                      # changes against equal budget: 1, -1, 2 points
+    summ = R.summary(_recipe_runs(enumerate(deltas, start=2)))
+    sd, dof, n = recipes.training_noise(summ, "SST-2")
+    assert (dof, n) == (2, 1) and sd == pytest.approx(np.std([1, -1, 2], ddof=1))
+    table, said = recipes.compare(summ)
+    kd = table.iloc[1]
+    d = np.r_[-np.ones(10), np.ones(30), np.zeros(N_DEV - 40)]
+    assert kd.change_se == pytest.approx(np.hypot(100 * d.std(ddof=1) / np.sqrt(N_DEV), sd))
+    assert "distill 0.5: +2.3 points ± 1.7, within the noise" in said
+    assert f"training's own noise ({sd:.2f} points" in said
+
+
+def test_recipes_without_runs_or_an_equal_budget_baseline_say_so():
+    from effx.transkimmer import recipes
+    empty, said = recipes.compare(pd.DataFrame())
+    assert empty.empty and said == recipes.NO_RUN
+    alone, said = recipes.compare(R.summary(pd.DataFrame(
+        rows(Job("SST-2", "transkimmer", skim_lambda=0.8), measured(0.8)))))
+    assert alone.empty and said == recipes.NO_RUN
+    runs = _recipe_runs()
+    runs = runs[runs.method != "baseline_continued"]
+    _, said = recipes.compare(R.summary(runs))
+    assert "against the baseline)" in said and "equal" not in said
+
+
+def test_the_paired_standard_error_of_an_accuracy_change_covers_95_percent():
+    """Two runs on one dev set, simulated with a known difference: the change +- 1.96 paired
+    standard errors covers it in about 95% of dev sets."""
+    from effx.transkimmer import recipes
+    rng = np.random.default_rng(0)
+    n, trials, hits = N_DEV, 2000, 0
+    # per example: both right 0.80, only a 0.07, only b 0.04, neither 0.09: true change +3 points
+    cats = rng.choice(4, size=(trials, n), p=[0.80, 0.07, 0.04, 0.09])
+    for c in cats:
+        a, b = np.isin(c, (0, 1)), np.isin(c, (0, 2))
+        ra = pd.Series({"metric": "accuracy", "dev_correct": "".join("01"[int(x)] for x in a)})
+        rb = pd.Series({"metric": "accuracy", "dev_correct": "".join("01"[int(x)] for x in b)})
+        se = recipes.dev_se(ra, rb)
+        hits += abs(100 * (a.mean() - b.mean()) - 3.0) <= 1.96 * se
+    assert 0.935 <= hits / trials <= 0.965

@@ -78,17 +78,18 @@ class Progress:
         return unstarted + sum(max(c * rate - (now - t), 0.0) for c, t in self.running)
 
     def _reported_left(self, now: float) -> float | None:
+        """What the one running unit's own ETA leaves; None when it has run out (its last
+        phase, e.g. evaluation, was not in it) or when several units run."""
         if self.reported is None or len(self.running) != 1:
             return None
         left, said_at = self.reported
-        return max(left - (now - said_at), 0.0)
+        return left - (now - said_at) if now - said_at < left else None
 
     def past_estimate(self, now: float | None = None) -> bool:
         """Whether a running unit without an ETA of its own has run longer than its guess."""
-        if self.done_cost <= 0 or self._reported_left(self.clock() if now is None else now) \
-                is not None:
-            return False
         now = self.clock() if now is None else now
+        if self.done_cost <= 0 or self._reported_left(now) is not None:
+            return False
         rate = self.finished_at / self.done_cost
         return any(now - t > c * rate for c, t in self.running)
 
@@ -125,8 +126,9 @@ class Progress:
 
     def note(self, text: str) -> None:
         """Text from inside the running unit (e.g. a training step): shown with the next line."""
-        self.note_text = text.strip().splitlines()[-1][:160] if text.strip() else ""
-        own = eta_in(self.note_text)
+        last = text.strip().splitlines()[-1] if text.strip() else ""
+        self.note_text = last[:160]
+        own = eta_in(last)
         if own is not None:
             self.reported = (own, self.clock())
         self._show()

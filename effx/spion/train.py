@@ -37,6 +37,7 @@ from effx.device import resolve_device
 from effx.errors import ParameterError
 from effx.profiling.memory import peak_memory_bytes
 from effx.profiling.timing import fixed_threads
+from effx.runner.progress import duration
 from effx.spion.baselines import FIXED_PATTERNS, fixed_layout
 from effx.spion.model import (SOFTMAX_MODES, LraClassifier, LraModelConfig, MapCapture,
                               attention_flops, evaluate, set_layer_attention)
@@ -282,7 +283,7 @@ class SpionRun:
                     t_log, left = now, cfg.steps - st["step"]
                     eta = (now - t_start) / max(1, st["step"] - first) * left
                     self.log(f"{cfg.method} step {st['step']}/{cfg.steps} ({left} left), loss "
-                             f"{self.history['loss'][-1]:.3f}, {self.history['phase'][-1]}, ETA {eta:.0f} s")
+                             f"{self.history['loss'][-1]:.3f}, {self.history['phase'][-1]}, ETA {duration(eta)}")
             accuracy = evaluate(self.model, self.test, cfg.eval_batch_size, self.device)
         return self.record(accuracy)
 

@@ -5,7 +5,7 @@ the encoder cut to fewer layers, and a non-learned top-k pruning rule at matched
 Every unit is one training job (``effx.transkimmer.jobs.Job``: train or resume from checkpoints,
 evaluate on the dev set, count FLOPs) followed, in the same series, by its wall-clock unit (timed
 against its reference, alternating, while nothing else runs: the unit reserves every CPU). The
-analysis is ``effx.transkimmer.report`` and ``effx.transkimmer.figures``.
+analysis is ``effx.transkimmer.report``, ``claims``, ``recipes`` and ``figures``.
 """
 from __future__ import annotations
 
@@ -126,8 +126,8 @@ def jobs(P: dict) -> list[Job]:
             for lam, plr, kd, frozen in itertools.product(lambdas, P["predictor_lrs"],
                                                           P["distills"], P["frozen_epochs"]):
                 out.append(base.with_method("transkimmer", skim_lambda=lam, predictor_lr=plr,
-                                            variant=P["variant"], distill=kd, frozen_epochs=frozen,
-                                            **stage2))
+                                            variant=P["variant"], distill=float(kd),
+                                            frozen_epochs=float(frozen), **stage2))   # 0 == 0.0
             if "baseline_continued" in P["references"]:   # even with no lambda in this run: a
                 # long chain (SST-2) can train its Transkimmer settings in runs of their own
                 out.append(base.with_method("baseline_continued", **stage2))
@@ -157,8 +157,8 @@ def _cost(job: Job) -> float:
     thousands = (job.subset or _train_examples(job.task)) / 1000
     if job.method == "topk_pruning":
         return thousands * 0.1
-    if job.method in ("transkimmer", "baseline_continued"):
-        return thousands * job.skim_epochs
+    if job.method in ("transkimmer", "baseline_continued"):      # + distillation's teacher pass
+        return thousands * (job.skim_epochs + (0.2 if job.distill else 0.0))
     depth = encoder_depth(job.encoder) if job.method == "fewer_layers" else None
     return thousands * job.epochs * (job.layers / depth if depth else 1.0)
 

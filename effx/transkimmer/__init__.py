@@ -10,5 +10,6 @@ in the official code's units), train.py (one resumable training stage).
 Study: jobs.py (``Job``: one unit of work, its key and dependencies), execute.py (``run_job``:
 train or resume, then measure), measure.py (metrics, FLOPs, paired wall clock), budget.py (CPU
 time of a protocol), report.py and figures.py (analysis of the recorded results), claims.py
-(against the paper's claims and the SST-2 target).
+(against the paper's claims and the SST-2 target), recipes.py (distillation and frozen decisions
+against the plain recipe).
 """

@@ -1,84 +1,118 @@
 """Recovering what skimming costs: distillation from the baseline and a last phase on frozen
 skim decisions (as learned token pruning ends), each against the plain recipe of the same run.
 
-Input: rows of ``report.summary`` (one per job and seed). A group is the Transkimmer runs alike
-but for those two settings: same task, seed, lambda, predictor rate and budget, hence the same
-batches, so their differences are paired by training data (not by the dev set's sampling: each
-run's accuracy keeps its own standard error).
+Input: rows of ``report.summary`` (one per job and seed). A run's plain counterpart is the job
+alike in every setting but those two (``plain_id``): same task, seed, lambda, budget, hence the
+same baseline and the same batches. A change against it has two sources of noise:
+- the dev set's sampling: from the examples each run got right (``dev_correct``), paired by
+  example when both recorded them, else the two runs taken as independent;
+- the training's own randomness, which one seed cannot show: taken from the settings trained at
+  several seeds, as the pooled spread over seeds of their change against the equal-budget
+  baseline of the same seed (that change, like a recipe's, compares two stage-2 runs that share
+  a stage 1).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-RECIPE_GROUP = ["task", "seed", "variant", "skim_lambda", "predictor_lr", "epochs"]
+NO_RUN = "No run with distillation or frozen decisions beside its plain recipe is recorded."
 
 
 def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """Distillation and a frozen-decision last phase against the plain recipe: per group of
-    Transkimmer runs alike but for those two (same task, seed, lambda and budget: the same
-    batches), one row per run with its points against the equal-budget baseline ('delta'), and
-    its change against the plain run in points ('change') and in FLOPs speedup ('flops_change',
-    a ratio); per group one sentence, which weighs the best change against its standard error
-    from the dev set's sampling (accuracy only; one seed: the training's own noise is not in
-    it). ``summ``: rows of ``summary``."""
+    """One row per Transkimmer run that has a plain counterpart (the plain run first): its score,
+    its change against its reference ('delta': the equal-budget baseline of its seed where
+    recorded), and against the plain run in points ('change', with 'change_se' from both noise
+    sources, accuracy only) and in FLOPs speedup ('flops_change', a ratio); then one sentence per
+    plain run. A change counts when it exceeds z standard errors, z Bonferroni-corrected for the
+    recipes compared with that plain run (95% for the family)."""
     tk = summ[summ.method == "transkimmer"] if len(summ) else summ
+    if tk.empty:
+        return pd.DataFrame(), NO_RUN
     rows, said = [], []
-    for (task, seed, _, lam, _, _), g in tk.groupby(RECIPE_GROUP, sort=False):
-        plain = g[(g.distill == 0) & (g.frozen_epochs == 0)]
-        if len(g) < 2 or plain.empty:
+    for plain_id, g in tk.groupby("plain_id", sort=False):
+        plain, others = g[g.id == plain_id], g[g.id != plain_id]
+        if plain.empty or others.empty:
             continue
         p = plain.iloc[0]
-        g = g.sort_values(["frozen_epochs", "distill"])
-        for _, r in g.iterrows():
-            rows.append({"task": task, "seed": seed, "skim_lambda": lam, "distill": r.distill,
-                         "frozen_epochs": r.frozen_epochs, "value": r.value,
-                         "equal_budget": r.equal_budget, "delta": r.delta, "kept": r.kept,
+        noise = training_noise(summ, p.task)
+        z = stats.norm.ppf(1 - 0.025 / len(others))
+        for _, r in pd.concat([plain, others.sort_values("recipe")]).iterrows():
+            first = r.id == plain_id
+            rows.append({"task": r.task, "seed": r.seed, "skim_lambda": r.skim_lambda,
+                         "recipe": r.recipe or "plain", "value": r.value,
+                         "reference": r.reference, "delta": r.delta, "kept": r.kept,
                          "flops_speedup": r.flops_speedup, "wall_b32": r.wall_b32,
-                         "change": r.value - p.value,
-                         "change_se": change_se(r, p) if r.name != p.name else np.nan,
-                         "flops_change": r.flops_speedup / p.flops_speedup})
-        others = g[g.index != p.name]
-        best = others.loc[(others.value - p.value).idxmax()]
-        se = change_se(best, p)
-        said.append(
-            f"{task}, lambda {lam:g}, seed {seed}: the plain recipe scores {p.value:.1f} "
-            f"({p.delta:+.1f} points against the equal-budget baseline) at {p.flops_speedup:.2f}x "
-            "FLOPs; " + "; ".join(f"{name(r)} {r.value - p.value:+.1f} points at "
-                                 f"{r.flops_speedup:.2f}x" for _, r in others.iterrows())
-            + f". The best of them, {name(best)}, changes the score by "
-            f"{best.value - p.value:+.1f} points"
-            + (f", {'more than' if abs(best.value - p.value) > 2 * se else 'within'} twice the "
-               f"standard error of that change from the dev set's sampling ({se:.1f} points, "
-               + ("paired by example" if paired(best, p) else "the runs taken as independent")
-               + "; one seed, so the training's own noise comes on top)" if np.isfinite(se) else "")
-            + f"; it stands {best.delta:+.1f} points from the equal-budget baseline at "
-            f"{best.flops_speedup:.2f}x FLOPs.")
-    return pd.DataFrame(rows), " ".join(said) or "No run with distillation or frozen decisions " \
-        "beside its plain recipe is recorded."
+                         "change": np.nan if first else r.value - p.value,
+                         "change_se": np.nan if first else change_se(r, p, noise[0]),
+                         "flops_change": np.nan if first else r.flops_speedup / p.flops_speedup})
+        said.append(_sentence(p, others, z, noise))
+    return pd.DataFrame(rows), " ".join(said) or NO_RUN
 
 
-def name(r) -> str:
-    """'distillation 0.5', 'frozen 0.5 ep', both joined by '+', or 'plain'."""
-    parts = ([f"distillation {r.distill:g}"] if r.distill else []) + \
-        ([f"frozen {r.frozen_epochs:g} ep"] if r.frozen_epochs else [])
-    return " + ".join(parts) or "plain"
+def _sentence(p: pd.Series, others: pd.DataFrame, z: float, noise: tuple) -> str:
+    equal = pd.notna(p.equal_budget)
+    against = "the equal-budget baseline" if equal else "the baseline"
+    head = (f"{p.task}, lambda {p.skim_lambda:g}, seed {p.seed}: the plain recipe scores "
+            f"{p.value:.1f} ({p.delta:+.1f} points against {against}) at {p.flops_speedup:.2f}x "
+            "FLOPs.")
+    parts = []
+    for _, r in others.iterrows():
+        change, se = r.value - p.value, change_se(r, p, noise[0])
+        judged = "" if not np.isfinite(se) else (
+            f" ± {se:.1f}, " + ("beyond" if abs(change) > z * se else "within") + " the noise")
+        parts.append(f"{r.recipe}: {change:+.1f} points{judged}, at {r.flops_speedup:.2f}x FLOPs "
+                     f"({r.delta:+.1f} against {'equal budget' if equal else 'the baseline'})")
+    sd, dof, n = noise
+    family = f" (Bonferroni over {len(others)} recipes)" if len(others) > 1 else ""
+    basis = (f"A change counts beyond {z:.2f} standard errors{family}; its standard error joins the dev set's sampling ("
+             + ("paired by example" if all(paired(r, p) for _, r in others.iterrows())
+                else "runs taken as independent where not recorded")
+             + (f") and the training's own noise ({sd:.2f} points: the pooled spread over seeds "
+                f"of {n} settings' change against their equal-budget baseline, {dof} degrees of "
+                "freedom)." if np.isfinite(sd) else
+                "); no setting trained at several seeds shows the training's own noise, so it "
+                "is left out and the standard error is too small."))
+    return " ".join([head, "; ".join(parts) + ".", basis])
 
 
-def paired(a, b) -> bool:
-    """Whether both runs recorded which dev examples they got right, on the same examples."""
+def training_noise(summ: pd.DataFrame, task: str) -> tuple[float, int, int]:
+    """(pooled standard deviation over seeds of Transkimmer's change against its equal-budget
+    baseline, degrees of freedom, settings pooled), over the task's settings with at least two
+    seeds and an equal-budget baseline; (NaN, 0, 0) when there are none."""
+    tk = summ[(summ.method == "transkimmer") & (summ.task == task) & summ.equal_budget.notna()]
+    if tk.empty:
+        return np.nan, 0, 0
+    groups = [g.delta.to_numpy() for _, g in tk.groupby("group") if len(g) >= 2]
+    dof = sum(len(d) - 1 for d in groups)
+    if not dof:
+        return np.nan, 0, 0
+    pooled = sum(((d - d.mean()) ** 2).sum() for d in groups) / dof
+    return float(np.sqrt(pooled)), dof, len(groups)
+
+
+def paired(a: pd.Series, b: pd.Series) -> bool:
+    """Whether both runs recorded which dev examples they got right, on as many examples."""
     return all(isinstance(r.get("dev_correct"), str) for r in (a, b)) and \
         len(a["dev_correct"]) == len(b["dev_correct"])
 
 
-def change_se(a, b) -> float:
-    """Standard error (points) of run a's accuracy minus run b's on one dev set: from the
-    per-example differences when both recorded them (the dev set's sampling, paired), else
-    sqrt(2) x one run's binomial error (independent runs: an upper bound when the runs agree
-    more often than chance). NaN for metrics other than accuracy."""
+def dev_se(a: pd.Series, b: pd.Series) -> float:
+    """Standard error (points) of run a's accuracy minus run b's from the dev set's sampling:
+    from the per-example differences when both recorded them, else of two independent runs'
+    binomial errors (an upper bound when the runs agree more often than chance). NaN for
+    metrics other than accuracy."""
     if a["metric"] != "accuracy":
         return np.nan
     if paired(a, b):
         d = np.array([int(x) - int(y) for x, y in zip(a["dev_correct"], b["dev_correct"])])
         return float(100 * d.std(ddof=1) / np.sqrt(len(d)))
-    return float(np.sqrt(2) * np.nanmean([a["dev_se"], b["dev_se"]]))
+    return float(np.hypot(a["dev_se"], b["dev_se"]))
+
+
+def change_se(a: pd.Series, b: pd.Series, training_sd: float = np.nan) -> float:
+    """Standard error (points) of a - b: the dev set's sampling and, when known, the training's
+    own noise (``training_sd``, the spread of a change between two stage-2 runs)."""
+    dev = dev_se(a, b)
+    return float(np.hypot(dev, training_sd)) if np.isfinite(training_sd) else dev

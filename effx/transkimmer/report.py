@@ -10,6 +10,7 @@ said against the paper's claims is ``claims``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
@@ -68,14 +69,19 @@ def present(v) -> bool:
     return not (v is None or (isinstance(v, float) and np.isnan(v)))
 
 
+def recipe(job: Job) -> str:
+    """What a Transkimmer job adds to the plain recipe ('distill 0.5 + frozen 0.5 ep'), or ''."""
+    return " + ".join(([f"distill {job.distill:g}"] if job.distill else [])
+                      + ([f"frozen {job.frozen_epochs:g} ep"] if job.frozen_epochs else []))
+
+
 def setting(job: Job) -> str:
     """Short text naming what distinguishes a job within its task and seed."""
     if job.method == "transkimmer":
         extra = "".join([f" {job.variant}" if job.variant != "fixed" else "",
                          f" predictor lr {job.predictor_lr:g}"
                          if job.predictor_lr != DEFAULT_PREDICTOR_LR else "",
-                         f" distill {job.distill:g}" if job.distill else "",
-                         f" frozen {job.frozen_epochs:g} ep" if job.frozen_epochs else "",
+                         f" {recipe(job)}" if recipe(job) else "",
                          " from pre-trained" if job.init == "pretrained" else ""])
         return f"lambda {job.skim_lambda:g}{extra}"
     return {"baseline": "baseline", "baseline_continued": f"baseline +{job.skim_epochs:g} ep",
@@ -133,8 +139,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                                     ("transkimmer", "baseline_continued") else 0.0),
             "skim_lambda": job.skim_lambda if job.method == "transkimmer" else np.nan,
             "predictor_lr": job.predictor_lr if job.method == "transkimmer" else np.nan,
-            "distill": job.distill if job.method == "transkimmer" else np.nan,
-            "frozen_epochs": job.frozen_epochs if job.method == "transkimmer" else np.nan,
+            "id": r.id, "recipe": recipe(job) if job.method == "transkimmer" else "",
+            "plain_id": (_id(dataclasses.replace(job, distill=0.0, frozen_epochs=0.0).key())
+                         if job.method == "transkimmer" else ""),
             "variant": job.variant if job.method == "transkimmer" else "",
             "lambda_official": get(r, "info_lambda_official_equivalent"),
         })

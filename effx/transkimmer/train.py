@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from effx.runner.progress import duration
 from effx.transkimmer.data import Encoded, collate, encode, epoch_batches  # noqa: F401 (re-export)
 from effx.transkimmer.loss import distill_loss, task_loss
 from effx.transkimmer.model import SkimBert
@@ -104,12 +105,6 @@ def save_atomic(obj, path: Path) -> None:
 def _kept_per_layer(out, valid: torch.Tensor) -> list[float]:
     n = valid.sum()
     return [float((k.detach() * valid).sum() / n) for k in out.keep]
-
-
-def _eta(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def _set_frozen(model: SkimBert, frozen: bool) -> None:
@@ -201,7 +196,7 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         if now - t_log >= log_every_s or done == steps:
             rate = (now - t_run) / (done - start)
             log(f"{label}: step {done}/{steps} ({steps - done} left), {rate:.2f} s/step, "
-                f"ETA {_eta(rate * (steps - done))}, loss {loss.item():.3f}, "
+                f"ETA {duration(rate * (steps - done))}, loss {loss.item():.3f}, "
                 f"kept {float(np.mean(layers)):.2f}")
             t_log = now
         if on_step is not None:
