@@ -230,7 +230,7 @@ def validate(schema: dict[str, Param], values: dict, *, where: str = "",
 
 def non_default(schema: dict[str, Param], values: dict) -> dict:
     """The values that differ from their defaults, both as checked (sorted lists...): what a
-    profile table should write, what a recorded run changed. Names the schema does not have
-    (a recorded run's parameter since renamed or removed) are left out."""
+    profile table should write, what a recorded run changed (a name the schema no longer has,
+    renamed or removed since the run, is kept: its value cannot be compared)."""
     base = {k: schema[k].check(k, v) for k, v in defaults(schema).items()}
-    return {k: v for k, v in values.items() if k in schema and (k not in base or base[k] != v)}
+    return {k: v for k, v in values.items() if k not in base or base[k] != v}

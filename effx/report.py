@@ -40,7 +40,8 @@ def parameter_table(study, P: dict):
     import pandas as pd
     defaults = study.defaults()
     rows = [{"parameter": name, "value": _short(value),
-             "default": "yes" if name in defaults and defaults[name] == value else ""}
+             "default": "yes" if name in defaults and defaults[name] == value else
+             "" if name in study.schema else "no longer a parameter"}
             for name, value in P.items()]
     return pd.DataFrame(rows).set_index("parameter")
 

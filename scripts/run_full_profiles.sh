@@ -35,7 +35,8 @@ case "${1:-timing}" in
     first=$!
     { rec -p distills '[0.5]' -p frozen_epochs '[0.5]' && rec -p distills '[0.0]' -p frozen_epochs '[0.5]'; } &
     second=$!
-    wait "$first"; wait "$second"   # set -e: a failed chain stops here, the wall clock never trains
+    rc=0; wait "$first" || rc=$?; wait "$second" || rc=$?   # both chains end before a verdict
+    [ "$rc" -eq 0 ] || { echo "a training chain failed (exit $rc): no wall clock" >&2; exit "$rc"; }
     echo "$(date -u +%FT%TZ): recovery wall clock"
     "$PY" -m effx.pipeline measure --profile recovery --only transkimmer_glue ;;
   *) echo "usage: $0 timing|training|wallclock|search|recovery" >&2; exit 2 ;;

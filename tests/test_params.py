@@ -98,5 +98,8 @@ def test_non_default_compares_with_the_checked_defaults():
     study = get_study("transkimmer_glue")
     ran = {**study.defaults(), "fewer_layers": [2, 3], "lambdas": [0.5]}   # as a run records them
     assert p.non_default(study.schema, ran) == {"lambdas": [0.5]}
-    renamed = {**ran, "distill": 0.0}              # recorded before 'distill' became 'distills'
-    assert p.non_default(study.schema, renamed) == {"lambdas": [0.5]}
+    renamed = {**ran, "distill": 0.5}              # recorded before 'distill' became 'distills'
+    assert p.non_default(study.schema, renamed) == {"lambdas": [0.5], "distill": 0.5}
+    from effx.report import parameter_table
+    table = parameter_table(study, p.non_default(study.schema, renamed))
+    assert table.loc["distill", "default"] == "no longer a parameter"

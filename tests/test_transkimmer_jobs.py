@@ -284,9 +284,10 @@ def test_every_lambda_is_trained_with_each_distillation_weight_and_frozen_phase(
     planned = sorted((u.key["skim_lambda"], u.key["distill"], u.key["frozen_epochs"])
                      for u in study.units(P) if u.key["method"] == "transkimmer")
     assert planned == [(lam, kd, fr) for lam in (0.3, 0.8) for kd in (0.0, 0.5) for fr in (0.0, 0.5)]
-    plain = study.validate(base)                       # the defaults: neither
-    assert {(u.key["distill"], u.key["frozen_epochs"]) for u in study.units(plain)
-            if u.key["method"] == "transkimmer"} == {(0.0, 0.0)}
+    plain = study.validate({**base, "distills": [0], "frozen_epochs": [0]})   # ints, as typed
+    keys = [u.key for u in study.units(plain) if u.key["method"] == "transkimmer"]
+    assert all(type(k["distill"]) is float and type(k["frozen_epochs"]) is float for k in keys)
+    assert {u.id for u in study.units(plain)} == {u.id for u in study.units(study.validate(base))}
     with pytest.raises(ParameterError, match="frozen_epochs.*shorter than SST-2's skim_epochs"):
         study.validate({**base, "frozen_epochs": [2.0]})
     with pytest.raises(ParameterError, match="distills"):

@@ -362,21 +362,29 @@ def test_recipes_are_compared_with_the_plain_run_of_the_same_seed_and_lambda():
     assert f"beyond {z:.2f} standard errors" in said
     assert "distill 0.5: +2.3 points ± 0.7, beyond the noise" in said
     assert "frozen 0.5 ep: -1.1 points ± 1.9, within the noise, at 2.50x FLOPs (-9.9 against equal budget)" in said
-    assert "no setting trained at several seeds" in said
+    assert "no setting of this task trained at several seeds" in said
+    assert said.index("distill 0.5:") < said.index("frozen 0.5 ep:")   # the table's order
 
 
 def test_recipe_changes_carry_the_training_noise_of_settings_run_at_several_seeds():
     from effx.transkimmer import recipes
     deltas = [0.01, -0.01, 0.02]                      # changes against equal budget: 1, -1, 2 points
-    summ = R.summary(_recipe_runs(enumerate(deltas, start=2)))
-    sd, dof, n = recipes.training_noise(summ, "SST-2")
-    assert (dof, n) == (2, 1) and sd == pytest.approx(np.std([1, -1, 2], ddof=1))
+    runs = _recipe_runs(enumerate(deltas, start=2))
+    for seed, delta in ((2, 0.05), (3, 0.06)):        # a second setting, its mean far off: 5, 6
+        b = Job("SST-2", "baseline", seed=seed)
+        runs = pd.concat([runs, pd.DataFrame(rows(b.with_method("transkimmer", skim_lambda=0.4),
+                                                  measured(0.85 + delta, 1.5)))])
+    summ = R.summary(runs)
+    sd, dof, n = recipes.training_noise(summ, "SST-2")   # pooled within settings, not across
+    pooled = (np.sum((np.array([1, -1, 2]) - 2 / 3) ** 2) + 2 * 0.5 ** 2) / 3
+    assert (dof, n) == (3, 2) and sd == pytest.approx(np.sqrt(pooled))
     table, said = recipes.compare(summ)
     kd = table.iloc[1]
-    d = np.r_[-np.ones(10), np.ones(30), np.zeros(N_DEV - 40)]
-    assert kd.change_se == pytest.approx(np.hypot(100 * d.std(ddof=1) / np.sqrt(N_DEV), sd))
-    assert "distill 0.5: +2.3 points ± 1.7, within the noise" in said
-    assert f"training's own noise ({sd:.2f} points" in said
+    dev = 100 * np.r_[-np.ones(10), np.ones(30), np.zeros(N_DEV - 40)].std(ddof=1) / np.sqrt(N_DEV)
+    assert kd.change_se == pytest.approx(np.hypot(dev, sd))
+    assert kd.change_se_low == pytest.approx(max(dev, sd))
+    assert "distill 0.5: +2.3 points ± 1.3 to 1.5, within the noise" in said
+    assert f"training's own noise ({sd:.2f} points" in said and "3 nominal degrees" in said
 
 
 def test_recipes_without_runs_or_an_equal_budget_baseline_say_so():
@@ -389,7 +397,8 @@ def test_recipes_without_runs_or_an_equal_budget_baseline_say_so():
     runs = _recipe_runs()
     runs = runs[runs.method != "baseline_continued"]
     _, said = recipes.compare(R.summary(runs))
-    assert "against the baseline)" in said and "equal" not in said
+    assert "against the baseline)" in said and "(-" in said
+    assert "against equal budget" not in said and "against the equal-budget" not in said
 
 
 def test_the_paired_standard_error_of_an_accuracy_change_covers_95_percent():

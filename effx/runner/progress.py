@@ -97,9 +97,11 @@ class Progress:
         now = self.clock()
         elapsed = now - self.t0
         left = self.seconds_left(now)
+        past = left is not None and self.past_estimate(now)
         eta = "" if left is None else (
-            f", ETA at least {duration(left)} (a unit runs past its estimate)"
-            if self.past_estimate(now) else f", ETA {duration(left)}")
+            f", ETA at least {duration(left)} (a unit runs past its estimate)" if past and left
+            else ", ETA unknown (a unit runs past its estimate)" if past
+            else f", ETA {duration(left)}")
         resumed = f" (+{self.resumed} already recorded)" if self.resumed else ""
         now = f" | {self.now}" if self.now and self.done < self.n else ""
         note = f" | {self.note_text}" if self.note_text and self.done < self.n else ""
