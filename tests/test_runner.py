@@ -93,6 +93,20 @@ def test_the_eta_falls_while_a_unit_runs_and_never_counts_a_running_unit_twice()
     assert len(skipped.running) == 1 and skipped.seconds_left() == 20.0
 
 
+def test_an_overrun_with_a_rounding_residue_left_says_unknown_not_at_least_0s():
+    clock = [0.0]
+    progress = Progress("s", [0.1, 0.2, 0.3], stream=io.StringIO(), every_s=0,
+                        clock=lambda: clock[0])
+    for cost in (0.1, 0.2):
+        progress.start("x", cost)
+        clock[0] += 1.0
+        progress.finish(cost)
+    progress.start("last", 0.3)
+    clock[0] += 100.0
+    assert 0 < progress.seconds_left() < 1e-9           # 0.6 - 0.3 - 0.3 in floating point
+    assert progress.line().endswith("ETA unknown (a unit runs past its estimate)")
+
+
 def test_a_unit_that_reports_its_own_eta_is_trusted_and_an_overrun_is_said():
     clock = [0.0]
     progress = Progress("s", [300.0, 200.0], stream=io.StringIO(), every_s=0,

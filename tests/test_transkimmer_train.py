@@ -143,3 +143,20 @@ def test_distillation_loss():
     assert float(distill_loss(s, s + torch.randn(5, 3), 2.0)) > 0
     r = torch.randn(5, 1)
     assert float(distill_loss(r, r + 1.0)) == pytest.approx(1.0)
+
+
+def test_the_teacher_pass_reports_its_eta_and_is_cached(minilm2, tmp_path):
+    from effx.transkimmer.execute import teacher_logits
+    model, data, _ = _tiny_stage(minilm2)
+    said = []
+    logits = teacher_logits(model, data, tmp_path / "t.pt", log=said.append, log_every_s=0)
+    assert logits.shape == (48, 2) and torch.isfinite(logits).all()
+    assert "batch 1/1" not in " ".join(said)                    # 48 examples: one batch of 64
+    again = []
+    assert torch.equal(teacher_logits(model, data, tmp_path / "t.pt", log=again.append), logits)
+    assert again == []                                          # cached: no second pass
+    more = load_split("SST-2", "train", minilm2[1], 32, subset=200)
+    said.clear()
+    teacher_logits(model, more, tmp_path / "u.pt", log=said.append, log_every_s=0)
+    assert [s.split(": ", 1)[1].split(",")[0] for s in said[1:]] == ["batch 1/4", "batch 2/4", "batch 3/4"]
+    assert all("ETA " in s for s in said[1:])

@@ -99,7 +99,7 @@ class Progress:
         left = self.seconds_left(now)
         past = left is not None and self.past_estimate(now)
         eta = "" if left is None else (
-            f", ETA at least {duration(left)} (a unit runs past its estimate)" if past and left
+            f", ETA at least {duration(left)} (a unit runs past its estimate)" if past and left >= 1
             else ", ETA unknown (a unit runs past its estimate)" if past
             else f", ETA {duration(left)}")
         resumed = f" (+{self.resumed} already recorded)" if self.resumed else ""

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from effx.runner.progress import duration
 from effx.transkimmer import measure as M
 from effx.transkimmer.data import Encoded, length_sorted_batches, load_split, collate
 from effx.transkimmer.encoders import cut_layers, load_encoder
@@ -73,17 +74,26 @@ def _locked(folder: Path):
 
 @torch.no_grad()
 def teacher_logits(model: SkimBert, data: Encoded, cache: Path, device="cpu",
-                   log: Callable = print) -> torch.Tensor:
-    """The baseline's logits (N, C) on every training example, in evaluation mode; cached."""
+                   log: Callable = print, log_every_s: float = 30.0) -> torch.Tensor:
+    """The baseline's logits (N, C) on every training example, in evaluation mode; cached. The
+    pass says how far it is, with an ETA, every ``log_every_s``."""
     if cache.exists():
         return torch.load(cache)
-    log(f"the baseline's logits on {len(data)} training examples (distillation's targets)")
+    what = f"the baseline's logits on {len(data)} training examples (distillation's targets)"
+    log(what)
     model.eval()
     out = torch.empty(len(data), model.classifier.out_features)
-    for index in length_sorted_batches(data.lengths, 64):
+    batches = list(length_sorted_batches(data.lengths, 64))
+    t0 = t_log = time.perf_counter()
+    for i, index in enumerate(batches, 1):
         b = collate(data, index, device)
         out[index] = model(b["input_ids"], b["attention_mask"], b["token_type_ids"],
                            skim=False).logits.float().cpu()
+        now = time.perf_counter()
+        if now - t_log >= log_every_s and i < len(batches):
+            log(f"{what}: batch {i}/{len(batches)}, "
+                f"ETA {duration((now - t0) / i * (len(batches) - i))}")
+            t_log = now
     save_atomic(out, cache)
     return out
 
