@@ -325,15 +325,16 @@ def _correct(right: int, lost: int = 0, won: int = 0) -> str:
     return "1" * (right - lost) + "0" * lost + "0" * (N_DEV - right - won) + "1" * won
 
 
-def _recipe_runs(seeds_for_noise=()):
-    base = Job("SST-2", "baseline", seed=1)
+def _recipe_runs(seeds_for_noise=(), seed=1, kd=(10, 30), frozen=690, **setting):
+    base = Job("SST-2", "baseline", seed=seed)
     out = rows(base, measured(0.90)) + rows(base.with_method("baseline_continued"), measured(0.89))
-    plain = base.with_method("transkimmer", skim_lambda=0.8)
+    plain = base.with_method("transkimmer", skim_lambda=0.8, **setting)
     out += rows(plain, measured(700 / N_DEV, 2.4), dev_correct=_correct(700))
     # distillation: 30 examples more right, 10 of the plain run's right ones lost (paired)
-    out += rows(plain.with_method("transkimmer", distill=0.5), measured(720 / N_DEV, 2.3),
-                dev_correct=_correct(700, lost=10, won=30))
-    out += rows(plain.with_method("transkimmer", frozen_epochs=0.5), measured(690 / N_DEV, 2.5))
+    lost, won = kd
+    out += rows(plain.with_method("transkimmer", distill=0.5),
+                measured((700 - lost + won) / N_DEV, 2.3), dev_correct=_correct(700, lost, won))
+    out += rows(plain.with_method("transkimmer", frozen_epochs=0.5), measured(frozen / N_DEV, 2.5))
     out += rows(plain.with_method("transkimmer", skim_lambda=0.3), measured(0.88, 1.6))   # alone
     out += rows(plain.with_method("transkimmer", variant="paper"), measured(0.5, 3.0))    # not plain
     for seed, delta in seeds_for_noise:       # a setting at several seeds: the training's noise
@@ -385,6 +386,93 @@ def test_recipe_changes_carry_the_training_noise_of_settings_run_at_several_seed
     assert kd.change_se_low == pytest.approx(max(dev, sd))
     assert "distill 0.5: +2.3 points ± 1.3 to 1.5, within the noise" in said
     assert f"training's own noise ({sd:.2f} points" in said and "3 nominal degrees" in said
+
+
+def test_recipes_averaged_over_seeds_pair_the_dev_set_across_seeds():
+    from effx.transkimmer import recipes
+    one = R.summary(_recipe_runs())
+    table, said = recipes.over_seeds(one)
+    assert said == "" and set(table.seeds) == {1}                 # one seed: nothing to average
+    runs = pd.concat([pd.DataFrame(_recipe_runs()),
+                      pd.DataFrame(_recipe_runs(seed=2, kd=(20, 30), frozen=700))])
+    summ = R.summary(runs)
+    table, said = recipes.over_seeds(summ)
+    assert list(table.recipe) == ["plain", "distill 0.5", "frozen 0.5 ep"]
+    assert list(table.seeds) == [2, 2, 2] and table.iloc[0].value == pytest.approx(100 * 700 / N_DEV)
+    kd, frozen = table.iloc[1], table.iloc[2]
+    assert kd.change == pytest.approx(100 * 15 / N_DEV)            # +20 and +10 examples
+    assert kd.seed_sd == pytest.approx(100 * np.std([20, 10], ddof=1) / N_DEV)
+    # the seeds' per-example changes averaged: both lose examples 690-699, seed 2 also 680-689
+    d = np.zeros(N_DEV)
+    d[690:700] = -1.0
+    d[680:690] = -0.5
+    d[-30:] = 1.0
+    dev = 100 * d.std(ddof=1) / np.sqrt(N_DEV)
+    sd = recipes.training_noise(summ, "SST-2")[0] / np.sqrt(2)     # two independent runs
+    assert sd > 0                               # the recipes' own seeds show the training's noise
+    assert kd.change_se_low == pytest.approx(max(dev, sd))
+    assert kd.change_se == pytest.approx(np.hypot(dev, sd))
+    binomial = [100 * np.sqrt(p * (1 - p) / N_DEV) for p in (690 / N_DEV, 700 / N_DEV)]
+    alone = np.hypot(*binomial), np.hypot(binomial[1], binomial[1])   # seeds 1 and 2, unpaired
+    # no record: between the seeds' errors taken as independent and their average (any correlation)
+    assert frozen.change_se == pytest.approx(np.hypot(np.mean(alone), sd))
+    assert frozen.change_se_low == pytest.approx(max(np.hypot(*alone) / 2, sd))
+    assert frozen.change == pytest.approx(-100 * 5 / N_DEV)
+    assert "SST-2, lambda 0.8, averaged over seeds 1, 2: the plain recipe scores 80.3 (-8.7 against " \
+        "equal budget) at 2.40x FLOPs" in said
+    assert "distill 0.5: +1.7 points ± 0.7 to 0.8, at the edge of the noise (seeds 1, 2, spread 0.8)" in said
+    assert f"beyond {recipes._z(2):.2f} standard errors (Bonferroni over 2 recipes)" in said
+    assert "nan" not in said
+    reversed_order = recipes.over_seeds(R.summary(runs.iloc[::-1]))[0]
+    assert list(reversed_order.seed_list) == ["1, 2"] * 3
+
+
+def test_recipes_averaged_over_seeds_keep_settings_and_seed_sets_apart():
+    from effx.transkimmer import recipes
+    two = pd.concat([pd.DataFrame(_recipe_runs()), pd.DataFrame(_recipe_runs(seed=2, kd=(20, 30)))])
+    other = pd.DataFrame(_recipe_runs(predictor_lr=1e-3))           # another setting, seed 1
+    table, said = recipes.over_seeds(R.summary(pd.concat([two, other])))
+    assert len(table) == 6 and list(table.seeds) == [2, 2, 2, 1, 1, 1]
+    assert said.count("averaged over seeds") == 1                   # the one-seed setting: none
+    no_frozen_2 = two[~((two.seed == 2) & (two.frozen_epochs == 0.5))]
+    table, said = recipes.over_seeds(R.summary(no_frozen_2))
+    frozen = table.set_index("recipe").loc["frozen 0.5 ep"]
+    assert frozen.seeds == 1 and np.isnan(frozen.seed_sd)
+    assert frozen.plain_value == pytest.approx(100 * 700 / N_DEV)     # the plain run of seed 1
+    assert "frozen 0.5 ep: -1.1 points" in said and "(seed 1 alone)" in said and "nan" not in said
+    unequal = two[~((two.seed == 2) & (two.method == "baseline_continued"))]
+    table, said = recipes.over_seeds(R.summary(unequal))
+    assert table.delta.isna().all() and " against " not in said.split(";")[0].split("scores")[1]
+    assert "nan" not in said
+
+
+def test_dev_errors_of_seeds_on_one_dev_set_are_not_independent():
+    """Four seeds on one dev set, where the recipe helps some examples and hurts others in every
+    seed: the SE of the per-example change averaged over seeds covers the true mean change in
+    about 95% of dev sets; the seeds' errors taken as independent cover far less."""
+    from effx.transkimmer import recipes
+    rng = np.random.default_rng(1)
+    n, trials, hits, naive = N_DEV, 1000, 0, 0
+    for _ in range(trials):
+        kind = rng.choice(3, size=n, p=[0.10, 0.08, 0.82])      # helped, hurt, unaffected
+        effect = np.select([kind == 0, kind == 1], [0.5, -0.5], 0.0)
+        easy = np.select([kind == 0, kind == 1], [rng.uniform(0.0, 0.5, n), rng.uniform(0.5, 1.0, n)],
+                         rng.uniform(0.6, 1.0, n))
+        pairs, changes = [], []
+        for seed in range(4):
+            u = rng.random(n)                                   # one draw: the runs are paired
+            plain, recipe = u < easy, u < easy + effect
+            pairs.append(tuple(pd.Series({"metric": "accuracy",
+                                          "dev_correct": "".join("01"[int(x)] for x in run)})
+                               for run in (plain, recipe)))
+            changes.append(100 * (recipe.mean() - plain.mean()))
+        true = 100 * (0.10 - 0.08) * 0.5
+        se, same = recipes._mean_dev_se(pairs)
+        indep = np.sqrt(np.sum([recipes.dev_se(r, p) ** 2 for p, r in pairs])) / 4
+        hits += abs(np.mean(changes) - true) <= 1.96 * se
+        naive += abs(np.mean(changes) - true) <= 1.96 * indep
+    assert se == same and 0.93 <= hits / trials <= 0.97
+    assert naive / trials < 0.85, naive / trials
 
 
 def test_recipes_without_runs_or_an_equal_budget_baseline_say_so():

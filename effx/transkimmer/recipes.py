@@ -14,6 +14,7 @@ same baseline and the same batches. A change against it has two sources of noise
   other lambdas' noise for the one compared).
 Their sum in quadrature counts the flipping examples twice, the larger of the two misses the
 other's share: a change is judged against both, as an interval of standard errors.
+``compare`` judges each seed's runs; ``over_seeds`` averages a recipe's change over the seeds.
 """
 from __future__ import annotations
 
@@ -38,16 +39,11 @@ def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     if tk.empty:
         return pd.DataFrame(), NO_RUN
     rows, said = [], []
-    for plain_id, g in tk.groupby("plain_id", sort=False):
-        plain, others = g[g.id == plain_id], g[g.id != plain_id]
-        if plain.empty or others.empty:
-            continue
-        p = plain.iloc[0]
+    for p, others in _families(tk):
         noise = training_noise(summ, p.task)
-        z = stats.norm.ppf(1 - 0.025 / len(others))
-        others = others.sort_values("recipe")
-        for _, r in pd.concat([plain, others]).iterrows():
-            first = r.id == plain_id
+        z = _z(len(others))
+        for _, r in pd.concat([p.to_frame().T, others]).iterrows():
+            first = r.id == p.id
             low, high = (np.nan, np.nan) if first else change_se(r, p, noise[0])
             rows.append({"task": r.task, "seed": r.seed, "skim_lambda": r.skim_lambda,
                          "recipe": r.recipe or "plain", "value": r.value,
@@ -69,10 +65,7 @@ def _sentence(p: pd.Series, others: pd.DataFrame, z: float, noise: tuple) -> str
     parts = []
     for _, r in others.iterrows():
         change, (low, high) = r.value - p.value, change_se(r, p, noise[0])
-        judged = "" if not np.isfinite(high) else (
-            f" ± {low:.1f}" + (f" to {high:.1f}" if high - low >= 0.05 else "") + ", "
-            + ("beyond" if abs(change) > z * high else "within" if abs(change) <= z * low
-               else "at the edge of") + " the noise")
+        judged = _judged(change, low, high, z)
         parts.append(f"{r.recipe}: {change:+.1f} points{judged}, at {r.flops_speedup:.2f}x FLOPs "
                      f"({r.delta:+.1f} against {'equal budget' if equal else 'the baseline'})")
     if p.metric != "accuracy":
@@ -80,6 +73,131 @@ def _sentence(p: pd.Series, others: pd.DataFrame, z: float, noise: tuple) -> str
     else:
         basis = _basis(z, len(others), all(paired(r, p) for _, r in others.iterrows()), noise)
     return " ".join([head, "; ".join(parts) + ".", basis])
+
+
+def _families(tk: pd.DataFrame):
+    """(plain run, the other recipes' runs in recipe order) for every plain Transkimmer run that
+    has recipes beside it."""
+    for plain_id, g in tk.groupby("plain_id", sort=False):
+        plain, others = g[g.id == plain_id], g[g.id != plain_id]
+        if not plain.empty and not others.empty:
+            yield plain.iloc[0], others.sort_values("recipe")
+
+
+def _z(k: int) -> float:
+    """The two-sided 95% normal quantile, Bonferroni-corrected for k recipes."""
+    return float(stats.norm.ppf(1 - 0.025 / k))
+
+
+def _judged(change: float, low: float, high: float, z: float) -> str:
+    """' ± low to high, beyond / within / at the edge of the noise' ('' without an error)."""
+    if not np.isfinite(high):
+        return ""
+    return (f" ± {low:.1f}" + (f" to {high:.1f}" if high - low >= 0.05 else "") + ", "
+            + ("beyond" if abs(change) > z * high else "within" if abs(change) <= z * low
+               else "at the edge of") + " the noise")
+
+
+def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Each recipe's change against the plain run of the same seed, averaged over the seeds
+    where both ran: one row per setting (every setting but the seed) and recipe, the plain
+    recipe first with its mean score, then one sentence per setting with a recipe at two seeds
+    or more ('' when none has).
+
+    Standard errors of the mean change, from the same two sources as one seed's: the dev set's
+    sampling of the per-example change averaged over seeds (the seeds share the dev set, so
+    their sampling errors are not independent; where a pair did not record its examples, the
+    truth lies between the seeds' errors taken as independent and their average, the bound
+    under any correlation), and the training's own noise over the square root of the number of
+    seeds (independent runs); as for one seed, the larger alone ('change_se_low') and both in
+    quadrature ('change_se'). 'plain_value' is the plain runs' mean over the recipe's seeds;
+    'seed_sd' the spread of the change over seeds on the one dev set: a check on the training's
+    part before its division by the root of the seeds (the basis sentence gives it)."""
+    tk = summ[summ.method == "transkimmer"] if len(summ) else summ
+    if tk.empty:
+        return pd.DataFrame(), ""
+    by: dict[tuple, list] = {}
+    for p, others in _families(tk):
+        by.setdefault((p.group, ""), []).append((p, p))
+        for _, r in others.iterrows():
+            by.setdefault((p.group, r.recipe), []).append((p, r))
+    rows = []
+    for (group, recipe), pairs in by.items():
+        pairs.sort(key=lambda pr: int(pr[0].seed))
+        p0, n, plain = pairs[0][0], len(pairs), recipe == ""
+        changes = np.array([float(r.value - p.value) for p, r in pairs])
+        low = high = np.nan
+        if not plain:
+            dev_low, dev_high = _mean_dev_se(pairs)
+            sd = training_noise(summ, p0.task)[0] / np.sqrt(n)
+            low, high = ((dev_low, dev_high) if not np.isfinite(sd)
+                         else (max(dev_low, sd), float(np.hypot(dev_high, sd))))
+        equal = [pd.notna(p.equal_budget) for p, _ in pairs]
+        rows.append({"group": group, "task": p0.task, "skim_lambda": p0.skim_lambda,
+                     "recipe": recipe or "plain", "metric": p0.metric, "seeds": n,
+                     "seed_list": ", ".join(str(int(p.seed)) for p, _ in pairs),
+                     "value": float(np.mean([r.value for _, r in pairs])),
+                     "plain_value": float(np.mean([p.value for p, _ in pairs])),
+                     "against": "equal budget" if all(equal) else "the baseline" if not any(equal)
+                     else "",
+                     "delta": float(np.mean([r.delta for _, r in pairs])) if all(equal) or
+                     not any(equal) else np.nan,
+                     "flops_speedup": float(np.mean([r.flops_speedup for _, r in pairs])),
+                     "change": np.nan if plain else float(changes.mean()),
+                     "seed_sd": float(changes.std(ddof=1)) if n > 1 and not plain else np.nan,
+                     "change_se_low": low, "change_se": high,
+                     "flops_change": np.nan if plain else float(np.mean(
+                         [r.flops_speedup / p.flops_speedup for p, r in pairs]))})
+    table = pd.DataFrame(rows)
+    said = [_averaged_sentence(g, summ) for _, g in table.groupby("group", sort=False)
+            if (g.recipe != "plain").any() and g[g.recipe != "plain"].seeds.max() >= 2]
+    return table.drop(columns="group"), " ".join(said)
+
+
+def _averaged_sentence(g: pd.DataFrame, summ: pd.DataFrame) -> str:
+    plain, others = g[g.recipe == "plain"].iloc[0], g[g.recipe != "plain"]
+    z = _z(len(others))
+
+    def against(r):
+        return f" ({r.delta:+.1f} against {r.against})" if np.isfinite(r.delta) else ""
+    parts = []
+    for _, r in others.iterrows():
+        seeds = (f"seeds {r.seed_list}, spread {r.seed_sd:.1f}" if r.seeds > 1
+                 else f"seed {r.seed_list} alone")
+        judged = _judged(r.change, r.change_se_low, r.change_se, z)
+        parts.append(f"{r.recipe}: {r.change:+.1f} points{judged} ({seeds}), at "
+                     f"{r.flops_speedup:.2f}x FLOPs{against(r)}")
+    head = (f"{plain.task}, lambda {plain.skim_lambda:g}, averaged over seeds {plain.seed_list}: "
+            f"the plain recipe scores {plain.value:.1f}{against(plain)} at "
+            f"{plain.flops_speedup:.2f}x FLOPs; against the plain run of the same seed, ")
+    if plain.metric != "accuracy":
+        basis = f"No standard error of a change in {plain.metric} is computed."
+    else:
+        sd, dof, k = training_noise(summ, plain.task)
+        basis = (f"A change counts beyond {z:.2f} standard errors"
+                 + (f" (Bonferroni over {len(others)} recipes)" if len(others) > 1 else "")
+                 + "; the training's part is " + (
+                     f"{sd:.2f} points over the root of the seeds (the spread over seeds of a "
+                     f"change on this dev set estimates the {sd:.2f} before that division)"
+                     if np.isfinite(sd) else "unknown (no setting trained at several seeds "
+                     "beside its equal-budget baseline)") + ".")
+    return head + "; ".join(parts) + ". " + basis
+
+
+def _mean_dev_se(pairs: list) -> tuple[float, float]:
+    """(low, high) standard error (points) from the dev set's sampling of the change averaged
+    over seeds: from the per-example changes averaged over seeds when every pair recorded its
+    examples (low = high), else between the seeds' errors taken as independent and their
+    average (the bound under any correlation between them). NaN for other metrics."""
+    if pairs[0][0]["metric"] != "accuracy":
+        return np.nan, np.nan
+    if all(paired(r, p) for p, r in pairs):
+        d = np.mean([[int(x) - int(y) for x, y in zip(r["dev_correct"], p["dev_correct"])]
+                     for p, r in pairs], axis=0)
+        se = float(100 * d.std(ddof=1) / np.sqrt(len(d)))
+        return se, se
+    each = np.array([dev_se(r, p) for p, r in pairs])
+    return float(np.sqrt((each ** 2).sum()) / len(each)), float(each.mean())
 
 
 def _basis(z: float, k: int, all_paired: bool, noise: tuple) -> str:
