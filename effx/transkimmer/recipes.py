@@ -7,11 +7,13 @@ same baseline and the same batches. A change against it has two sources of noise
 - the dev set's sampling: from the examples each run got right (``dev_correct``), paired by
   example when both recorded them, else the two runs taken as independent; examples that flip
   between two runs of different training are part of it;
-- the training's own randomness, which one seed cannot show: taken from the settings trained at
-  several seeds, as the pooled spread over seeds of their change against the equal-budget
-  baseline of the same seed (that change, like a recipe's, compares two stage-2 runs that share
-  a stage 1; measured on the same dev set, it holds the flipping examples too, and it assumes
-  other lambdas' noise for the one compared).
+- the training's own randomness, which one seed cannot show: the pooled spread over seeds of
+  the recipes' own change against their plain run, where recipes ran at several seeds (the
+  direct estimate), and of the change of every setting trained at several seeds against the
+  equal-budget baseline of the same seed (a proxy: that change, like a recipe's, compares two
+  stage-2 runs that share a stage 1, but one of them does not skim, and other lambdas' noise
+  stands for the one compared); both are measured on the same dev set, so they hold the
+  flipping examples too. The larger of the two is used (few degrees of freedom each).
 Their sum in quadrature counts the flipping examples twice, the larger of the two misses the
 other's share: a change is judged against both, as an interval of standard errors.
 ``compare`` judges each seed's runs; ``over_seeds`` averages a recipe's change over the seeds.
@@ -40,7 +42,7 @@ def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         return pd.DataFrame(), NO_RUN
     rows, said = [], []
     for p, others in _families(tk):
-        noise = training_noise(summ, p.task)
+        noise = training_sd(summ, p.task)
         z = _z(len(others))
         for _, r in pd.concat([p.to_frame().T, others]).iterrows():
             first = r.id == p.id
@@ -111,8 +113,9 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     under any correlation), and the training's own noise over the square root of the number of
     seeds (independent runs); as for one seed, the larger alone ('change_se_low') and both in
     quadrature ('change_se'). 'plain_value' is the plain runs' mean over the recipe's seeds;
-    'seed_sd' the spread of the change over seeds on the one dev set: a check on the training's
-    part before its division by the root of the seeds (the basis sentence gives it)."""
+    'seed_sd' the spread of the change over seeds on the one dev set: pooled over the recipes,
+    the direct estimate of the training's part (``training_sd``).
+    """
     tk = summ[summ.method == "transkimmer"] if len(summ) else summ
     if tk.empty:
         return pd.DataFrame(), ""
@@ -129,7 +132,7 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         low = high = np.nan
         if not plain:
             dev_low, dev_high = _mean_dev_se(pairs)
-            sd = training_noise(summ, p0.task)[0] / np.sqrt(n)
+            sd = training_sd(summ, p0.task)[0] / np.sqrt(n)
             low, high = ((dev_low, dev_high) if not np.isfinite(sd)
                          else (max(dev_low, sd), float(np.hypot(dev_high, sd))))
         equal = [pd.notna(p.equal_budget) for p, _ in pairs]
@@ -173,12 +176,11 @@ def _averaged_sentence(g: pd.DataFrame, summ: pd.DataFrame) -> str:
     if plain.metric != "accuracy":
         basis = f"No standard error of a change in {plain.metric} is computed."
     else:
-        sd, dof, k = training_noise(summ, plain.task)
+        sd, source = training_sd(summ, plain.task)
         basis = (f"A change counts beyond {z:.2f} standard errors"
                  + (f" (Bonferroni over {len(others)} recipes)" if len(others) > 1 else "")
                  + "; the training's part is " + (
-                     f"{sd:.2f} points over the root of the seeds (the spread over seeds of a "
-                     f"change on this dev set estimates the {sd:.2f} before that division)"
+                     f"{sd:.2f} points ({source}) over the root of the seeds"
                      if np.isfinite(sd) else "unknown (no setting trained at several seeds "
                      "beside its equal-budget baseline)") + ".")
     return head + "; ".join(parts) + ". " + basis
@@ -201,7 +203,7 @@ def _mean_dev_se(pairs: list) -> tuple[float, float]:
 
 
 def _basis(z: float, k: int, all_paired: bool, noise: tuple) -> str:
-    sd, dof, n = noise
+    sd, source = noise
     family = f" (Bonferroni over {k} recipes)" if k > 1 else ""
     dev = "paired by example" if all_paired else "runs taken as independent where not recorded"
     if not np.isfinite(sd):
@@ -210,9 +212,41 @@ def _basis(z: float, k: int, all_paired: bool, noise: tuple) -> str:
                 "with its equal-budget baseline shows the training's own noise: too small.")
     return (f"A change counts beyond {z:.2f} standard errors{family}, which lie between the "
             f"larger and the sum in quadrature of the dev set's sampling ({dev}) and the "
-            f"training's own noise ({sd:.2f} points: the pooled spread over seeds of {n} "
-            f"settings' change against their equal-budget baseline, {dof} nominal degrees of "
-            "freedom); the two overlap, as examples that flip between runs are in both.")
+            f"training's own noise ({sd:.2f} points: {source}); the two overlap, as examples "
+            "that flip between runs are in both.")
+
+
+def training_sd(summ: pd.DataFrame, task: str) -> tuple[float, str]:
+    """(standard deviation, points, of a change between two stage-2 runs of one seed from the
+    training's randomness, what it rests on): the larger of ``recipe_noise`` and
+    ``training_noise`` where known; (NaN, '') when neither is."""
+    direct, proxy = recipe_noise(summ, task), training_noise(summ, task)
+    said = {"direct": f"the pooled spread over seeds of {direct[2]} recipes' change against "
+                      f"their plain run, {direct[0]:.2f} with {direct[1]} nominal degrees of "
+                      "freedom",
+            "proxy": f"the pooled spread over seeds of {proxy[2]} settings' change against "
+                     f"their equal-budget baseline, {proxy[0]:.2f} with {proxy[1]} nominal "
+                     "degrees of freedom"}
+    known = {k: v for k, v in (("direct", direct), ("proxy", proxy)) if np.isfinite(v[0])}
+    if not known:
+        return np.nan, ""
+    if len(known) == 1:
+        (k, v), = known.items()
+        return v[0], said[k]
+    return max(direct[0], proxy[0]), f"the larger of {said['direct']}, and {said['proxy']}"
+
+
+def recipe_noise(summ: pd.DataFrame, task: str) -> tuple[float, int, int]:
+    """(pooled standard deviation over seeds of a recipe's change against the plain run of its
+    seed, degrees of freedom, recipes pooled), over the task's recipes run at two seeds or
+    more; (NaN, 0, 0) when there are none. The degrees of freedom are nominal: the recipes of
+    one seed share its plain run, so their changes are not independent."""
+    tk = summ[(summ.method == "transkimmer") & (summ.task == task)] if len(summ) else summ
+    by: dict[tuple, list] = {}
+    for p, others in _families(tk):
+        for _, r in others.iterrows():
+            by.setdefault((p.group, r.recipe), []).append(float(r.value - p.value))
+    return _pooled([np.array(v) for v in by.values()])
 
 
 def training_noise(summ: pd.DataFrame, task: str) -> tuple[float, int, int]:
@@ -220,9 +254,12 @@ def training_noise(summ: pd.DataFrame, task: str) -> tuple[float, int, int]:
     baseline, degrees of freedom, settings pooled), over the task's settings with at least two
     seeds and an equal-budget baseline; (NaN, 0, 0) when there are none."""
     tk = summ[(summ.method == "transkimmer") & (summ.task == task) & summ.equal_budget.notna()]
-    if tk.empty:
-        return np.nan, 0, 0
-    groups = [g.delta.to_numpy() for _, g in tk.groupby("group") if len(g) >= 2]
+    return _pooled([g.delta.to_numpy() for _, g in tk.groupby("group")])
+
+
+def _pooled(groups: list) -> tuple[float, int, int]:
+    """(pooled standard deviation within groups, degrees of freedom, groups of two or more)."""
+    groups = [d for d in groups if len(d) >= 2]
     dof = sum(len(d) - 1 for d in groups)
     if not dof:
         return np.nan, 0, 0
