@@ -433,6 +433,29 @@ def test_recipes_averaged_over_seeds_pair_the_dev_set_across_seeds():
     assert list(reversed_order.seed_list) == ["1, 2"] * 3
 
 
+def test_the_training_noise_is_the_larger_of_the_recipes_own_spread_and_the_proxy():
+    from effx.transkimmer import recipes
+    two = pd.concat([pd.DataFrame(_recipe_runs()),
+                     pd.DataFrame(_recipe_runs(seed=2, kd=(20, 30), frozen=700))])
+    direct = 100 * np.std([20, 10], ddof=1) / N_DEV     # +20 / +10 and -10 / 0 examples: pooled
+    only_direct = R.summary(two[two.method != "baseline_continued"])
+    sd, source = recipes.training_sd(only_direct, "SST-2")
+    assert sd == pytest.approx(direct) and source.startswith("the pooled spread over seeds of 2 recipes'")
+    table, said = recipes.compare(R.summary(two))                   # per seed: not divided
+    kd = table[(table.seed == 2) & (table.recipe == "distill 0.5")].iloc[0]
+    dev = 100 * np.r_[-np.ones(20), np.ones(30), np.zeros(N_DEV - 50)].std(ddof=1) / np.sqrt(N_DEV)
+    assert kd.change_se == pytest.approx(np.hypot(dev, direct))
+    assert "recipes' change against their plain run" in said
+    noisy = pd.concat([two, pd.DataFrame(_recipe_runs(enumerate([0.05, -0.05, 0.06], start=3)))])
+    sd, source = recipes.training_sd(R.summary(noisy), "SST-2")
+    proxy = recipes.training_noise(R.summary(noisy), "SST-2")[0]
+    assert sd == proxy > direct and source.startswith("the larger of")
+    missing = two.copy()
+    missing.loc[(missing.seed == 2) & (missing.distill == 0.5) & (missing.metric == "accuracy"),
+                "value"] = np.nan
+    assert recipes.recipe_noise(R.summary(missing), "SST-2")[1:] == (1, 1)   # NaN left out
+
+
 def test_recipes_averaged_over_seeds_keep_settings_and_seed_sets_apart():
     from effx.transkimmer import recipes
     two = pd.concat([pd.DataFrame(_recipe_runs()), pd.DataFrame(_recipe_runs(seed=2, kd=(20, 30)))])

@@ -13,7 +13,10 @@ same baseline and the same batches. A change against it has two sources of noise
   equal-budget baseline of the same seed (a proxy: that change, like a recipe's, compares two
   stage-2 runs that share a stage 1, but one of them does not skim, and other lambdas' noise
   stands for the one compared); both are measured on the same dev set, so they hold the
-  flipping examples too. The larger of the two is used (few degrees of freedom each).
+  flipping examples too. The larger of the two is used: a conservative choice between two
+  imprecise estimates (few degrees of freedom each), the proxy possibly the smaller by its
+  design (one side of its change does not skim). Both pool the task's settings: one lambda's
+  spread stands for another's.
 Their sum in quadrature counts the flipping examples twice, the larger of the two misses the
 other's share: a change is judged against both, as an interval of standard errors.
 ``compare`` judges each seed's runs; ``over_seeds`` averages a recipe's change over the seeds.
@@ -181,8 +184,7 @@ def _averaged_sentence(g: pd.DataFrame, summ: pd.DataFrame) -> str:
                  + (f" (Bonferroni over {len(others)} recipes)" if len(others) > 1 else "")
                  + "; the training's part is " + (
                      f"{sd:.2f} points ({source}) over the root of the seeds"
-                     if np.isfinite(sd) else "unknown (no setting trained at several seeds "
-                     "beside its equal-budget baseline)") + ".")
+                     if np.isfinite(sd) else "unknown (its runs lack a value)") + ".")
     return head + "; ".join(parts) + ". " + basis
 
 
@@ -209,7 +211,8 @@ def _basis(z: float, k: int, all_paired: bool, noise: tuple) -> str:
     if not np.isfinite(sd):
         return (f"A change counts beyond {z:.2f} standard errors{family}: those of the dev set's "
                 f"sampling ({dev}) alone, since no setting of this task trained at several seeds "
-                "with its equal-budget baseline shows the training's own noise: too small.")
+                "with its equal-budget baseline, and no recipe at several seeds, shows the "
+                "training's own noise: too small.")
     return (f"A change counts beyond {z:.2f} standard errors{family}, which lie between the "
             f"larger and the sum in quadrature of the dev set's sampling ({dev}) and the "
             f"training's own noise ({sd:.2f} points: {source}); the two overlap, as examples "
@@ -239,8 +242,9 @@ def training_sd(summ: pd.DataFrame, task: str) -> tuple[float, str]:
 def recipe_noise(summ: pd.DataFrame, task: str) -> tuple[float, int, int]:
     """(pooled standard deviation over seeds of a recipe's change against the plain run of its
     seed, degrees of freedom, recipes pooled), over the task's recipes run at two seeds or
-    more; (NaN, 0, 0) when there are none. The degrees of freedom are nominal: the recipes of
-    one seed share its plain run, so their changes are not independent."""
+    more (all the task's lambdas pooled); (NaN, 0, 0) when there are none. The degrees of
+    freedom are nominal: the recipes of one seed share its plain run, so their changes are not
+    independent (that leaves the estimate unbiased but less precise)."""
     tk = summ[(summ.method == "transkimmer") & (summ.task == task)] if len(summ) else summ
     by: dict[tuple, list] = {}
     for p, others in _families(tk):
@@ -259,6 +263,7 @@ def training_noise(summ: pd.DataFrame, task: str) -> tuple[float, int, int]:
 
 def _pooled(groups: list) -> tuple[float, int, int]:
     """(pooled standard deviation within groups, degrees of freedom, groups of two or more)."""
+    groups = [d[np.isfinite(d)] for d in (np.asarray(g, dtype=float) for g in groups)]
     groups = [d for d in groups if len(d) >= 2]
     dof = sum(len(d) - 1 for d in groups)
     if not dof:
