@@ -6,7 +6,7 @@ import pytest
 import runner_toy
 from effx.results import ResultStore
 from effx.runner import run_study, unit_done
-from effx.runner.progress import Progress
+from effx.runner.progress import Progress, eta, eta_in
 
 STUDY = runner_toy.STUDY
 
@@ -91,6 +91,11 @@ def test_the_eta_falls_while_a_unit_runs_and_never_counts_a_running_unit_twice()
     clock[0] = 270.0
     skipped.finish(10.0, started=False)       # a unit skipped after an OOM: "a" still runs
     assert len(skipped.running) == 1 and skipped.seconds_left() == 20.0
+
+
+def test_the_eta_that_training_loops_print_is_the_one_progress_reads_back():
+    assert eta(30.0, 10, 100) == "ETA 4m30s" and eta_in(f"step 10/100, {eta(30.0, 10, 100)}") == 270.0
+    assert eta(5.0, 0, 10) == "ETA 50s" and eta(9.0, 3, 3) == "ETA 0s"   # nothing done / all done
 
 
 def test_an_overrun_with_a_rounding_residue_left_says_unknown_not_at_least_0s():

@@ -26,6 +26,12 @@ def duration(seconds: float) -> str:
     return f"{s // 3600}h{(s % 3600) // 60:02d}m"
 
 
+def eta(elapsed_s: float, done: int, total: int) -> str:
+    """'ETA 3m05s': the work left (total - done) at the rate so far (done in elapsed_s), in the
+    form ``eta_in`` reads back from a unit's output."""
+    return f"ETA {duration(elapsed_s / max(done, 1) * max(total - done, 0))}"
+
+
 _ETA = re.compile(r"\bETA (?=\d)(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 

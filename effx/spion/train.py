@@ -37,7 +37,7 @@ from effx.device import resolve_device
 from effx.errors import ParameterError
 from effx.profiling.memory import peak_memory_bytes
 from effx.profiling.timing import fixed_threads
-from effx.runner.progress import duration
+from effx.runner.progress import eta
 from effx.spion.baselines import FIXED_PATTERNS, fixed_layout
 from effx.spion.model import (SOFTMAX_MODES, LraClassifier, LraModelConfig, MapCapture,
                               attention_flops, evaluate, set_layer_attention)
@@ -281,9 +281,9 @@ class SpionRun:
                 now = time.perf_counter()
                 if now - t_log >= cfg.log_every_s:
                     t_log, left = now, cfg.steps - st["step"]
-                    eta = (now - t_start) / max(1, st["step"] - first) * left
                     self.log(f"{cfg.method} step {st['step']}/{cfg.steps} ({left} left), loss "
-                             f"{self.history['loss'][-1]:.3f}, {self.history['phase'][-1]}, ETA {duration(eta)}")
+                             f"{self.history['loss'][-1]:.3f}, {self.history['phase'][-1]}, "
+                             f"{eta(now - t_start, st['step'] - first, cfg.steps - first)}")
             accuracy = evaluate(self.model, self.test, cfg.eval_batch_size, self.device)
         return self.record(accuracy)
 

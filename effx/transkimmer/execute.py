@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from effx.runner.progress import duration
+from effx.runner.progress import eta
 from effx.transkimmer import measure as M
 from effx.transkimmer.data import Encoded, length_sorted_batches, load_split, collate
 from effx.transkimmer.encoders import cut_layers, load_encoder
@@ -91,8 +91,7 @@ def teacher_logits(model: SkimBert, data: Encoded, cache: Path, device="cpu",
                            skim=False).logits.float().cpu()
         now = time.perf_counter()
         if now - t_log >= log_every_s and i < len(batches):
-            log(f"{what}: batch {i}/{len(batches)}, "
-                f"ETA {duration((now - t0) / i * (len(batches) - i))}")
+            log(f"{what}: batch {i}/{len(batches)}, {eta(now - t0, i, len(batches))}")
             t_log = now
     save_atomic(out, cache)
     return out

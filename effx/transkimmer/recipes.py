@@ -43,40 +43,43 @@ def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     tk = summ[summ.method == "transkimmer"] if len(summ) else summ
     if tk.empty:
         return pd.DataFrame(), NO_RUN
+    noise = {task: training_sd(summ, task) for task in tk.task.unique()}
     rows, said = [], []
     for p, others in _families(tk):
-        noise = training_sd(summ, p.task)
-        z = _z(len(others))
-        for _, r in pd.concat([p.to_frame().T, others]).iterrows():
-            first = r.id == p.id
-            low, high = (np.nan, np.nan) if first else change_se(r, p, noise[0])
-            rows.append({"task": r.task, "seed": r.seed, "skim_lambda": r.skim_lambda,
-                         "recipe": r.recipe or "plain", "value": r.value,
-                         "reference": r.reference, "delta": r.delta, "kept": r.kept,
-                         "flops_speedup": r.flops_speedup, "wall_b32": r.wall_b32,
-                         "change": np.nan if first else r.value - p.value,
-                         "change_se_low": low, "change_se": high,
-                         "flops_change": np.nan if first else r.flops_speedup / p.flops_speedup})
-        said.append(_sentence(p, others, z, noise))
+        family = [_row(p, p, noise[p.task][0])] + [_row(r, p, noise[p.task][0])
+                                                    for _, r in others.iterrows()]
+        rows += family
+        all_paired = all(paired(r, p) for _, r in others.iterrows())
+        said.append(_sentence(p, family[1:], _z(len(others)), noise[p.task], all_paired))
     return pd.DataFrame(rows), " ".join(said) or NO_RUN
 
 
-def _sentence(p: pd.Series, others: pd.DataFrame, z: float, noise: tuple) -> str:
+def _row(r: pd.Series, p: pd.Series, train_sd: float) -> dict:
+    """Run r against its plain run p (p itself: no change)."""
+    first = r.id == p.id
+    low, high = (np.nan, np.nan) if first else change_se(r, p, train_sd)
+    return {"task": r.task, "seed": r.seed, "skim_lambda": r.skim_lambda,
+            "recipe": r.recipe or "plain", "value": r.value, "reference": r.reference,
+            "delta": r.delta, "kept": r.kept, "flops_speedup": r.flops_speedup,
+            "wall_b32": r.wall_b32, "change": np.nan if first else r.value - p.value,
+            "change_se_low": low, "change_se": high,
+            "flops_change": np.nan if first else r.flops_speedup / p.flops_speedup}
+
+
+def _sentence(p: pd.Series, others: list[dict], z: float, noise: tuple, all_paired: bool) -> str:
     equal = pd.notna(p.equal_budget)
     against = "the equal-budget baseline" if equal else "the baseline"
     head = (f"{p.task}, lambda {p.skim_lambda:g}, seed {p.seed}: the plain recipe scores "
             f"{p.value:.1f} ({p.delta:+.1f} points against {against}) at {p.flops_speedup:.2f}x "
             "FLOPs.")
-    parts = []
-    for _, r in others.iterrows():
-        change, (low, high) = r.value - p.value, change_se(r, p, noise[0])
-        judged = _judged(change, low, high, z)
-        parts.append(f"{r.recipe}: {change:+.1f} points{judged}, at {r.flops_speedup:.2f}x FLOPs "
-                     f"({r.delta:+.1f} against {'equal budget' if equal else 'the baseline'})")
+    parts = [f"{r['recipe']}: {r['change']:+.1f} points"
+             f"{_judged(r['change'], r['change_se_low'], r['change_se'], z)}, at "
+             f"{r['flops_speedup']:.2f}x FLOPs ({r['delta']:+.1f} against "
+             f"{'equal budget' if equal else 'the baseline'})" for r in others]
     if p.metric != "accuracy":
         basis = f"No standard error of a change in {p.metric} is computed."
     else:
-        basis = _basis(z, len(others), all(paired(r, p) for _, r in others.iterrows()), noise)
+        basis = _basis(z, len(others), all_paired, noise)
     return " ".join([head, "; ".join(parts) + ".", basis])
 
 
@@ -127,17 +130,14 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         by.setdefault((p.group, ""), []).append((p, p))
         for _, r in others.iterrows():
             by.setdefault((p.group, r.recipe), []).append((p, r))
+    noise = {task: training_sd(summ, task) for task in tk.task.unique()}
     rows = []
     for (group, recipe), pairs in by.items():
         pairs.sort(key=lambda pr: int(pr[0].seed))
         p0, n, plain = pairs[0][0], len(pairs), recipe == ""
         changes = np.array([float(r.value - p.value) for p, r in pairs])
-        low = high = np.nan
-        if not plain:
-            dev_low, dev_high = _mean_dev_se(pairs)
-            sd = training_sd(summ, p0.task)[0] / np.sqrt(n)
-            low, high = ((dev_low, dev_high) if not np.isfinite(sd)
-                         else (max(dev_low, sd), float(np.hypot(dev_high, sd))))
+        low, high = (np.nan, np.nan) if plain else _combined(
+            *_mean_dev_se(pairs), noise[p0.task][0] / np.sqrt(n))
         equal = [pd.notna(p.equal_budget) for p, _ in pairs]
         rows.append({"group": group, "task": p0.task, "skim_lambda": p0.skim_lambda,
                      "recipe": recipe or "plain", "metric": p0.metric, "seeds": n,
@@ -155,12 +155,13 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
                      "flops_change": np.nan if plain else float(np.mean(
                          [r.flops_speedup / p.flops_speedup for p, r in pairs]))})
     table = pd.DataFrame(rows)
-    said = [_averaged_sentence(g, summ) for _, g in table.groupby("group", sort=False)
-            if (g.recipe != "plain").any() and g[g.recipe != "plain"].seeds.max() >= 2]
+    said = [_averaged_sentence(g, noise[g.task.iloc[0]])
+            for _, g in table.groupby("group", sort=False)
+            if (g.seeds[g.recipe != "plain"] >= 2).any()]
     return table.drop(columns="group"), " ".join(said)
 
 
-def _averaged_sentence(g: pd.DataFrame, summ: pd.DataFrame) -> str:
+def _averaged_sentence(g: pd.DataFrame, noise: tuple) -> str:
     plain, others = g[g.recipe == "plain"].iloc[0], g[g.recipe != "plain"]
     z = _z(len(others))
 
@@ -179,10 +180,8 @@ def _averaged_sentence(g: pd.DataFrame, summ: pd.DataFrame) -> str:
     if plain.metric != "accuracy":
         basis = f"No standard error of a change in {plain.metric} is computed."
     else:
-        sd, source = training_sd(summ, plain.task)
-        basis = (f"A change counts beyond {z:.2f} standard errors"
-                 + (f" (Bonferroni over {len(others)} recipes)" if len(others) > 1 else "")
-                 + "; the training's part is " + (
+        sd, source = noise
+        basis = (_counts_beyond(z, len(others)) + "; the training's part is " + (
                      f"{sd:.2f} points ({source}) over the root of the seeds"
                      if np.isfinite(sd) else "unknown (its runs lack a value)") + ".")
     return head + "; ".join(parts) + ". " + basis
@@ -196,24 +195,26 @@ def _mean_dev_se(pairs: list) -> tuple[float, float]:
     if pairs[0][0]["metric"] != "accuracy":
         return np.nan, np.nan
     if all(paired(r, p) for p, r in pairs):
-        d = np.mean([[int(x) - int(y) for x, y in zip(r["dev_correct"], p["dev_correct"])]
-                     for p, r in pairs], axis=0)
-        se = float(100 * d.std(ddof=1) / np.sqrt(len(d)))
+        se = _mean_se(np.mean([_per_example(r, p) for p, r in pairs], axis=0))
         return se, se
     each = np.array([dev_se(r, p) for p, r in pairs])
     return float(np.sqrt((each ** 2).sum()) / len(each)), float(each.mean())
 
 
+def _counts_beyond(z: float, k: int) -> str:
+    return (f"A change counts beyond {z:.2f} standard errors"
+            + (f" (Bonferroni over {k} recipes)" if k > 1 else ""))
+
+
 def _basis(z: float, k: int, all_paired: bool, noise: tuple) -> str:
     sd, source = noise
-    family = f" (Bonferroni over {k} recipes)" if k > 1 else ""
     dev = "paired by example" if all_paired else "runs taken as independent where not recorded"
     if not np.isfinite(sd):
-        return (f"A change counts beyond {z:.2f} standard errors{family}: those of the dev set's "
+        return (f"{_counts_beyond(z, k)}: those of the dev set's "
                 f"sampling ({dev}) alone, since no setting of this task trained at several seeds "
                 "with its equal-budget baseline, and no recipe at several seeds, shows the "
                 "training's own noise: too small.")
-    return (f"A change counts beyond {z:.2f} standard errors{family}, which lie between the "
+    return (f"{_counts_beyond(z, k)}, which lie between the "
             f"larger and the sum in quadrature of the dev set's sampling ({dev}) and the "
             f"training's own noise ({sd:.2f} points: {source}); the two overlap, as examples "
             "that flip between runs are in both.")
@@ -286,16 +287,31 @@ def dev_se(a: pd.Series, b: pd.Series) -> float:
     if a["metric"] != "accuracy":
         return np.nan
     if paired(a, b):
-        d = np.array([int(x) - int(y) for x, y in zip(a["dev_correct"], b["dev_correct"])])
-        return float(100 * d.std(ddof=1) / np.sqrt(len(d)))
+        return _mean_se(_per_example(a, b))
     return float(np.hypot(a["dev_se"], b["dev_se"]))
 
 
-def change_se(a: pd.Series, b: pd.Series, training_sd: float = np.nan) -> tuple[float, float]:
+def _per_example(a: pd.Series, b: pd.Series) -> np.ndarray:
+    """Run a's right (1) or wrong (0) minus run b's, per dev example."""
+    return np.array(list(a["dev_correct"]), dtype=int) - np.array(list(b["dev_correct"]), dtype=int)
+
+
+def _mean_se(d: np.ndarray) -> float:
+    """Standard error, in points, of the mean of per-example changes d."""
+    return float(100 * d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def change_se(a: pd.Series, b: pd.Series, train_sd: float = np.nan) -> tuple[float, float]:
     """(low, high) standard error (points) of a - b from the dev set's sampling and, when known,
-    the training's own noise (``training_sd``, the spread of a change between two stage-2 runs):
-    the larger of the two, and both in quadrature (the two overlap: the truth lies between)."""
+    the training's own noise (``train_sd``, the spread of a change between two stage-2 runs)."""
     dev = dev_se(a, b)
-    if not np.isfinite(training_sd):
-        return dev, dev
-    return float(max(dev, training_sd)), float(np.hypot(dev, training_sd))
+    return _combined(dev, dev, train_sd)
+
+
+def _combined(dev_low: float, dev_high: float, train_sd: float) -> tuple[float, float]:
+    """(low, high) standard error from the dev set's (between dev_low and dev_high) and the
+    training's (``train_sd``, NaN when unknown): the larger of the two, and both in quadrature
+    (the two overlap: the truth lies between)."""
+    if not np.isfinite(train_sd):
+        return dev_low, dev_high
+    return float(max(dev_low, train_sd)), float(np.hypot(dev_high, train_sd))

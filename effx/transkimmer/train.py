@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from effx.runner.progress import duration
+from effx.runner.progress import eta
 from effx.transkimmer.data import Encoded, collate, encode, epoch_batches  # noqa: F401 (re-export)
 from effx.transkimmer.loss import distill_loss, task_loss
 from effx.transkimmer.model import SkimBert
@@ -196,7 +196,7 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         if now - t_log >= log_every_s or done == steps:
             rate = (now - t_run) / (done - start)
             log(f"{label}: step {done}/{steps} ({steps - done} left), {rate:.2f} s/step, "
-                f"ETA {duration(rate * (steps - done))}, loss {loss.item():.3f}, "
+                f"{eta(now - t_run, done - start, steps - start)}, loss {loss.item():.3f}, "
                 f"kept {float(np.mean(layers)):.2f}")
             t_log = now
         if on_step is not None:
