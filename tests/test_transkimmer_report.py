@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from effx.analysis.margins import effective_dof, quantile
 from effx.transkimmer import claims as C
 from effx.transkimmer import figures as F
 from effx.transkimmer import report as R
@@ -361,8 +362,10 @@ def test_recipes_are_compared_with_the_plain_run_of_the_same_seed_and_lambda():
     assert np.isnan(table.iloc[0].change_se) and "lambda 0.3" not in said
     z = stats.norm.ppf(1 - 0.025 / 2)                                # Bonferroni over 2 recipes
     assert f"beyond {z:.2f} standard errors" in said
-    assert "distill 0.5: +2.3 points ± 0.7, beyond the noise" in said
-    assert "frozen 0.5 ep: -1.1 points ± 1.9, within the noise, at 2.50x FLOPs (-9.9 against equal budget)" in said
+    assert kd.margin == kd.margin_low == pytest.approx(z * kd.change_se)   # the dev set's alone
+    assert "distill 0.5: +2.3 points ± 0.7 (margin 1.6), beyond the noise" in said
+    assert "frozen 0.5 ep: -1.1 points ± 1.9 (margin 4.3), within the noise, at 2.50x FLOPs " \
+        "(-9.9 against equal budget)" in said
     assert "no setting of this task trained at several seeds" in said
     assert said.index("distill 0.5:") < said.index("frozen 0.5 ep:")   # the table's order
 
@@ -376,16 +379,26 @@ def test_recipe_changes_carry_the_training_noise_of_settings_run_at_several_seed
         runs = pd.concat([runs, pd.DataFrame(rows(b.with_method("transkimmer", skim_lambda=0.4),
                                                   measured(0.85 + delta, 1.5)))])
     summ = R.summary(runs)
-    sd, dof, n = recipes.training_noise(summ, "SST-2")   # pooled within settings, not across
+    sd, dof, n, effective = recipes.training_noise(summ, "SST-2")   # within settings, not across
     pooled = (np.sum((np.array([1, -1, 2]) - 2 / 3) ** 2) + 2 * 0.5 ** 2) / 3
     assert (dof, n) == (3, 2) and sd == pytest.approx(np.sqrt(pooled))
+    # the two settings share the equal-budget baselines of seeds 2 and 3: fewer than 3 effective
+    assert effective == pytest.approx(effective_dof([[2, 3, 4], [2, 3]])) and effective < 3
     table, said = recipes.compare(summ)
     kd = table.iloc[1]
     dev = 100 * np.r_[-np.ones(10), np.ones(30), np.zeros(N_DEV - 40)].std(ddof=1) / np.sqrt(N_DEV)
     assert kd.change_se == pytest.approx(np.hypot(dev, sd))
     assert kd.change_se_low == pytest.approx(max(dev, sd))
-    assert "distill 0.5: +2.3 points ± 1.3 to 1.5, within the noise" in said
+    # the larger standard error alone rests on the training's few degrees of freedom, the sum
+    # in quadrature on more (Welch-Satterthwaite): each with its own t quantile
+    q = lambda dof: stats.t.ppf(1 - 0.025 / 2, dof)                          # noqa: E731
+    welch = (dev ** 2 + sd ** 2) ** 2 / (sd ** 4 / effective)
+    assert sorted([kd.margin_low, kd.margin]) == pytest.approx(
+        sorted([q(effective) * max(dev, sd), q(welch) * np.hypot(dev, sd)]))
+    assert f"distill 0.5: +2.3 points ± 1.3 to 1.5 (margin {kd.margin_low:.1f} to " \
+        f"{kd.margin:.1f}), within the noise" in said
     assert f"training's own noise ({sd:.2f} points" in said and "3 nominal degrees" in said
+    assert f"{effective:.1f} effective" in said
 
 
 def test_recipes_averaged_over_seeds_pair_the_dev_set_across_seeds():
@@ -411,9 +424,11 @@ def test_recipes_averaged_over_seeds_pair_the_dev_set_across_seeds():
     # the training's noise: the larger of the recipes' own spread over seeds (+20/+10 and
     # -10/0 examples against plain) and the settings' spread against equal budget
     direct = recipes.recipe_noise(summ, "SST-2")
-    assert direct[1:] == (2, 2) and direct[0] == pytest.approx(100 * np.std([20, 10], ddof=1) / N_DEV)
-    proxy = recipes.training_noise(summ, "SST-2")[0]
-    assert 0 < proxy < direct[0] and recipes.training_sd(summ, "SST-2")[0] == direct[0]
+    assert direct[1:3] == (2, 2) and direct.sd == pytest.approx(100 * np.std([20, 10], ddof=1) / N_DEV)
+    assert direct.effective == pytest.approx(2 * 4 / 5)        # (n - 1) 4k / (k + 3), k = 2
+    proxy = recipes.training_noise(summ, "SST-2").sd
+    noise = recipes.training_sd(summ, "SST-2")
+    assert 0 < proxy < direct.sd and noise.sd == direct.sd and noise.dof == direct.effective
     sd = direct[0] / np.sqrt(2)                                     # two independent runs
     assert kd.change_se_low == pytest.approx(max(dev, sd))
     assert kd.change_se == pytest.approx(np.hypot(dev, sd))
@@ -425,9 +440,17 @@ def test_recipes_averaged_over_seeds_pair_the_dev_set_across_seeds():
     assert frozen.change == pytest.approx(-100 * 5 / N_DEV)
     assert "SST-2, lambda 0.8, averaged over seeds 1, 2: the plain recipe scores 80.3 (-8.7 against " \
         "equal budget) at 2.40x FLOPs" in said
-    assert "distill 0.5: +1.7 points ± 0.7 to 0.9, at the edge of the noise (seeds 1, 2, spread 0.8)" in said
+    assert dev > sd                      # the larger alone is the dev set's: its quantile normal
+    assert kd.margin == pytest.approx(max(
+        stats.norm.ppf(1 - 0.025 / 2) * dev,
+        stats.t.ppf(1 - 0.025 / 2, (dev ** 2 + sd ** 2) ** 2 / (sd ** 4 / direct.effective))
+        * np.hypot(dev, sd)))
+    assert f"distill 0.5: +1.7 points ± 0.7 to 0.9 (margin {kd.margin_low:.1f} to " \
+        f"{kd.margin:.1f}), at the edge of the noise (seeds 1, 2, spread 0.8)" in said
+    assert kd.margin_low < kd.change <= kd.margin
     assert "the larger of the pooled spread over seeds of 2 recipes' change against their plain run, 0.81" in said
-    assert f"beyond {recipes._z(2):.2f} standard errors (Bonferroni over 2 recipes)" in said
+    assert f"t quantile of its degrees of freedom (95%, Bonferroni over 2 recipes: " \
+        f"{quantile(2):.2f} for many" in said
     assert "nan" not in said
     reversed_order = recipes.over_seeds(R.summary(runs.iloc[::-1]))[0]
     assert list(reversed_order.seed_list) == ["1, 2"] * 3
@@ -439,7 +462,7 @@ def test_the_training_noise_is_the_larger_of_the_recipes_own_spread_and_the_prox
                      pd.DataFrame(_recipe_runs(seed=2, kd=(20, 30), frozen=700))])
     direct = 100 * np.std([20, 10], ddof=1) / N_DEV     # +20 / +10 and -10 / 0 examples: pooled
     only_direct = R.summary(two[two.method != "baseline_continued"])
-    sd, source = recipes.training_sd(only_direct, "SST-2")
+    sd, _, source = recipes.training_sd(only_direct, "SST-2")
     assert sd == pytest.approx(direct) and source.startswith("the pooled spread over seeds of 2 recipes'")
     table, said = recipes.compare(R.summary(two))                   # per seed: not divided
     kd = table[(table.seed == 2) & (table.recipe == "distill 0.5")].iloc[0]
@@ -447,13 +470,13 @@ def test_the_training_noise_is_the_larger_of_the_recipes_own_spread_and_the_prox
     assert kd.change_se == pytest.approx(np.hypot(dev, direct))
     assert "recipes' change against their plain run" in said
     noisy = pd.concat([two, pd.DataFrame(_recipe_runs(enumerate([0.05, -0.05, 0.06], start=3)))])
-    sd, source = recipes.training_sd(R.summary(noisy), "SST-2")
-    proxy = recipes.training_noise(R.summary(noisy), "SST-2")[0]
-    assert sd == proxy > direct and source.startswith("the larger of")
+    sd, dof, source = recipes.training_sd(R.summary(noisy), "SST-2")
+    proxy = recipes.training_noise(R.summary(noisy), "SST-2")
+    assert sd == proxy.sd > direct and dof == proxy.effective and source.startswith("the larger of")
     missing = two.copy()
     missing.loc[(missing.seed == 2) & (missing.distill == 0.5) & (missing.metric == "accuracy"),
                 "value"] = np.nan
-    assert recipes.recipe_noise(R.summary(missing), "SST-2")[1:] == (1, 1)   # NaN left out
+    assert recipes.recipe_noise(R.summary(missing), "SST-2")[1:3] == (1, 1)   # NaN left out
 
 
 def test_recipes_averaged_over_seeds_keep_settings_and_seed_sets_apart():
@@ -533,3 +556,4 @@ def test_the_paired_standard_error_of_an_accuracy_change_covers_95_percent():
         se = recipes.dev_se(ra, rb)
         hits += abs(100 * (a.mean() - b.mean()) - 3.0) <= 1.96 * se
     assert 0.935 <= hits / trials <= 0.965
+

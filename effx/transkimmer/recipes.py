@@ -18,16 +18,32 @@ same baseline and the same batches. A change against it has two sources of noise
   design (one side of its change does not skim). Both pool the task's settings: one lambda's
   spread stands for another's.
 Their sum in quadrature counts the flipping examples twice, the larger of the two misses the
-other's share: a change is judged against both, as an interval of standard errors.
+other's share: a change is judged against both, as an interval of standard errors. Each standard
+error carries its degrees of freedom: the training's part those of its pooled spread, counted
+with shared runs taken into account (the recipes of a seed share its plain run, the settings of
+a seed their equal-budget baseline), the dev set's part as many as examples (taken as
+infinite), a sum in quadrature by Welch-Satterthwaite; a change's margin is its standard error
+times the t quantile of those degrees of freedom (95% for the family of recipes compared,
+Bonferroni): ``effx.analysis.margins``.
 ``compare`` judges each seed's runs; ``over_seeds`` averages a recipe's change over the seeds.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from effx.analysis.margins import Spread, combined, margins, pooled_spread, quantile
 
 NO_RUN = "No run with distillation or frozen decisions beside its plain recipe is recorded."
+
+
+class Noise(NamedTuple):
+    """The training's noise of a change between two stage-2 runs of one seed."""
+    sd: float          # points (NaN: unknown)
+    dof: float         # its effective degrees of freedom
+    source: str        # what it rests on, in words
 
 
 def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -36,50 +52,53 @@ def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     recorded), and against the plain run in points ('change', with 'change_se' from both noise
     sources, accuracy only: 'change_se_low' the larger source alone, 'change_se' both in
     quadrature) and in FLOPs speedup ('flops_change', a ratio); then one sentence per plain run.
-    A change counts when it exceeds z times even the larger standard error, and is within the
-    noise when it stays within z times the smaller; z is the normal quantile Bonferroni-corrected
-    for the recipes compared with that plain run (95% for the family, approximately: the
-    training's part rests on few degrees of freedom)."""
+    'margin_low' and 'margin' are the two standard errors times their t quantiles (``margins``),
+    in order: a change counts when it exceeds the larger, and is within the noise when it stays
+    within the smaller (95% for the family of recipes compared with that plain run)."""
     tk = summ[summ.method == "transkimmer"] if len(summ) else summ
     if tk.empty:
         return pd.DataFrame(), NO_RUN
     noise = {task: training_sd(summ, task) for task in tk.task.unique()}
     rows, said = [], []
     for p, others in _families(tk):
-        family = [_row(p, p, noise[p.task][0])] + [_row(r, p, noise[p.task][0])
-                                                    for _, r in others.iterrows()]
+        k = len(others)
+        family = [_row(p, p, noise[p.task], k)] + [_row(r, p, noise[p.task], k)
+                                                   for _, r in others.iterrows()]
         rows += family
         all_paired = all(paired(r, p) for _, r in others.iterrows())
-        said.append(_sentence(p, family[1:], _z(len(others)), noise[p.task], all_paired))
+        said.append(_sentence(p, family[1:], noise[p.task], all_paired))
     return pd.DataFrame(rows), " ".join(said) or NO_RUN
 
 
-def _row(r: pd.Series, p: pd.Series, train_sd: float) -> dict:
-    """Run r against its plain run p (p itself: no change)."""
+def _row(r: pd.Series, p: pd.Series, noise: Noise, k: int) -> dict:
+    """Run r against its plain run p (p itself: no change), one of k recipes compared with p."""
     first = r.id == p.id
-    low, high = (np.nan, np.nan) if first else change_se(r, p, train_sd)
+    if first:
+        low = high = m_low = m_high = np.nan
+    else:
+        dev = dev_se(r, p)
+        low, high, m_low, m_high = margins(combined(dev, dev, noise.sd, noise.dof), k)
     return {"task": r.task, "seed": r.seed, "skim_lambda": r.skim_lambda,
             "recipe": r.recipe or "plain", "value": r.value, "reference": r.reference,
             "delta": r.delta, "kept": r.kept, "flops_speedup": r.flops_speedup,
             "wall_b32": r.wall_b32, "change": np.nan if first else r.value - p.value,
-            "change_se_low": low, "change_se": high,
+            "change_se_low": low, "change_se": high, "margin_low": m_low, "margin": m_high,
             "flops_change": np.nan if first else r.flops_speedup / p.flops_speedup}
 
 
-def _sentence(p: pd.Series, others: list[dict], z: float, noise: tuple, all_paired: bool) -> str:
+def _sentence(p: pd.Series, others: list[dict], noise: Noise, all_paired: bool) -> str:
     equal = pd.notna(p.equal_budget)
     against = "the equal-budget baseline" if equal else "the baseline"
     head = (f"{p.task}, lambda {p.skim_lambda:g}, seed {p.seed}: the plain recipe scores "
             f"{p.value:.1f} ({p.delta:+.1f} points against {against}) at {p.flops_speedup:.2f}x "
             "FLOPs.")
-    parts = [f"{r['recipe']}: {r['change']:+.1f} points"
-             f"{_judged(r['change'], r['change_se_low'], r['change_se'], z)}, at "
+    parts = [f"{r['recipe']}: {r['change']:+.1f} points{_judged(r)}, at "
              f"{r['flops_speedup']:.2f}x FLOPs ({r['delta']:+.1f} against "
              f"{'equal budget' if equal else 'the baseline'})" for r in others]
     if p.metric != "accuracy":
         basis = f"No standard error of a change in {p.metric} is computed."
     else:
-        basis = _basis(z, len(others), all_paired, noise)
+        basis = _basis(len(others), all_paired, noise)
     return " ".join([head, "; ".join(parts) + ".", basis])
 
 
@@ -92,17 +111,18 @@ def _families(tk: pd.DataFrame):
             yield plain.iloc[0], others.sort_values("recipe")
 
 
-def _z(k: int) -> float:
-    """The two-sided 95% normal quantile, Bonferroni-corrected for k recipes."""
-    return float(stats.norm.ppf(1 - 0.025 / k))
-
-
-def _judged(change: float, low: float, high: float, z: float) -> str:
-    """' ± low to high, beyond / within / at the edge of the noise' ('' without an error)."""
-    if not np.isfinite(high):
+def _judged(r) -> str:
+    """' ± low to high (margin a to b), beyond / within / at the edge of the noise' for a row
+    with a change, its standard errors and margins ('' without an error)."""
+    if not np.isfinite(r["change_se"]):
         return ""
-    return (f" ± {low:.1f}" + (f" to {high:.1f}" if high - low >= 0.05 else "") + ", "
-            + ("beyond" if abs(change) > z * high else "within" if abs(change) <= z * low
+
+    def span(a, b):
+        return f"{a:.1f}" + (f" to {b:.1f}" if b - a >= 0.05 else "")
+    change = abs(r["change"])
+    return (f" ± {span(r['change_se_low'], r['change_se'])} (margin "
+            f"{span(r['margin_low'], r['margin'])}), "
+            + ("beyond" if change > r["margin"] else "within" if change <= r["margin_low"]
                else "at the edge of") + " the noise")
 
 
@@ -118,9 +138,10 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     truth lies between the seeds' errors taken as independent and their average, the bound
     under any correlation), and the training's own noise over the square root of the number of
     seeds (independent runs); as for one seed, the larger alone ('change_se_low') and both in
-    quadrature ('change_se'). 'plain_value' is the plain runs' mean over the recipe's seeds;
-    'seed_sd' the spread of the change over seeds on the one dev set: pooled over the recipes,
-    the direct estimate of the training's part (``training_sd``).
+    quadrature ('change_se'), with their margins as in ``compare`` (the training's part keeping
+    the degrees of freedom of its estimate). 'plain_value' is the plain runs' mean over the
+    recipe's seeds; 'seed_sd' the spread of the change over seeds on the one dev set: pooled
+    over the recipes, the direct estimate of the training's part (``training_sd``).
     """
     tk = summ[summ.method == "transkimmer"] if len(summ) else summ
     if tk.empty:
@@ -136,8 +157,12 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         pairs.sort(key=lambda pr: int(pr[0].seed))
         p0, n, plain = pairs[0][0], len(pairs), recipe == ""
         changes = np.array([float(r.value - p.value) for p, r in pairs])
-        low, high = (np.nan, np.nan) if plain else _combined(
-            *_mean_dev_se(pairs), noise[p0.task][0] / np.sqrt(n))
+        k = sum(1 for g, rec in by if g == group and rec)           # recipes of this setting
+        sd, dof = noise[p0.task].sd, noise[p0.task].dof
+        low = high = m_low = m_high = np.nan
+        if not plain:
+            low, high, m_low, m_high = margins(
+                combined(*_mean_dev_se(pairs), sd / np.sqrt(n), dof), k)
         equal = [pd.notna(p.equal_budget) for p, _ in pairs]
         rows.append({"group": group, "task": p0.task, "skim_lambda": p0.skim_lambda,
                      "recipe": recipe or "plain", "metric": p0.metric, "seeds": n,
@@ -151,7 +176,8 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
                      "flops_speedup": float(np.mean([r.flops_speedup for _, r in pairs])),
                      "change": np.nan if plain else float(changes.mean()),
                      "seed_sd": float(changes.std(ddof=1)) if n > 1 and not plain else np.nan,
-                     "change_se_low": low, "change_se": high,
+                     "change_se_low": low, "change_se": high, "margin_low": m_low,
+                     "margin": m_high,
                      "flops_change": np.nan if plain else float(np.mean(
                          [r.flops_speedup / p.flops_speedup for p, r in pairs]))})
     table = pd.DataFrame(rows)
@@ -161,9 +187,8 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return table.drop(columns="group"), " ".join(said)
 
 
-def _averaged_sentence(g: pd.DataFrame, noise: tuple) -> str:
+def _averaged_sentence(g: pd.DataFrame, noise: Noise) -> str:
     plain, others = g[g.recipe == "plain"].iloc[0], g[g.recipe != "plain"]
-    z = _z(len(others))
 
     def against(r):
         return f" ({r.delta:+.1f} against {r.against})" if np.isfinite(r.delta) else ""
@@ -171,8 +196,7 @@ def _averaged_sentence(g: pd.DataFrame, noise: tuple) -> str:
     for _, r in others.iterrows():
         seeds = (f"seeds {r.seed_list}, spread {r.seed_sd:.1f}" if r.seeds > 1
                  else f"seed {r.seed_list} alone")
-        judged = _judged(r.change, r.change_se_low, r.change_se, z)
-        parts.append(f"{r.recipe}: {r.change:+.1f} points{judged} ({seeds}), at "
+        parts.append(f"{r.recipe}: {r.change:+.1f} points{_judged(r)} ({seeds}), at "
                      f"{r.flops_speedup:.2f}x FLOPs{against(r)}")
     head = (f"{plain.task}, lambda {plain.skim_lambda:g}, averaged over seeds {plain.seed_list}: "
             f"the plain recipe scores {plain.value:.1f}{against(plain)} at "
@@ -180,10 +204,9 @@ def _averaged_sentence(g: pd.DataFrame, noise: tuple) -> str:
     if plain.metric != "accuracy":
         basis = f"No standard error of a change in {plain.metric} is computed."
     else:
-        sd, source = noise
-        basis = (_counts_beyond(z, len(others)) + "; the training's part is " + (
-                     f"{sd:.2f} points ({source}) over the root of the seeds"
-                     if np.isfinite(sd) else "unknown (its runs lack a value)") + ".")
+        basis = (_counts_beyond(len(others), noise) + "; the training's part is " + (
+                     f"{noise.sd:.2f} points ({noise.source}) over the root of the seeds"
+                     if np.isfinite(noise.sd) else "unknown (its runs lack a value)") + ".")
     return head + "; ".join(parts) + ". " + basis
 
 
@@ -201,76 +224,73 @@ def _mean_dev_se(pairs: list) -> tuple[float, float]:
     return float(np.sqrt((each ** 2).sum()) / len(each)), float(each.mean())
 
 
-def _counts_beyond(z: float, k: int) -> str:
-    return (f"A change counts beyond {z:.2f} standard errors"
-            + (f" (Bonferroni over {k} recipes)" if k > 1 else ""))
+def _counts_beyond(k: int, noise: Noise) -> str:
+    family = f", Bonferroni over {k} recipes" if k > 1 else ""
+    if not np.isfinite(noise.sd):
+        return (f"A change counts beyond {quantile(k):.2f} standard errors (the normal "
+                f"quantile{family})")
+    return ("A change counts beyond its margin, a standard error times the t quantile of its "
+            f"degrees of freedom (95%{family}: {quantile(k):.2f} for many, "
+            f"{quantile(k, noise.dof):.2f} for the training's part alone, {noise.dof:.1f} "
+            "effective; the dev set's part taken as exact, a sum by Welch-Satterthwaite)")
 
 
-def _basis(z: float, k: int, all_paired: bool, noise: tuple) -> str:
-    sd, source = noise
+def _basis(k: int, all_paired: bool, noise: Noise) -> str:
     dev = "paired by example" if all_paired else "runs taken as independent where not recorded"
-    if not np.isfinite(sd):
-        return (f"{_counts_beyond(z, k)}: those of the dev set's "
+    if not np.isfinite(noise.sd):
+        return (f"{_counts_beyond(k, noise)}: those of the dev set's "
                 f"sampling ({dev}) alone, since no setting of this task trained at several seeds "
                 "with its equal-budget baseline, and no recipe at several seeds, shows the "
                 "training's own noise: too small.")
-    return (f"{_counts_beyond(z, k)}, which lie between the "
+    return (f"{_counts_beyond(k, noise)}; the standard errors lie between the "
             f"larger and the sum in quadrature of the dev set's sampling ({dev}) and the "
-            f"training's own noise ({sd:.2f} points: {source}); the two overlap, as examples "
-            "that flip between runs are in both.")
+            f"training's own noise ({noise.sd:.2f} points: {noise.source}); the two overlap, as "
+            "examples that flip between runs are in both.")
 
 
-def training_sd(summ: pd.DataFrame, task: str) -> tuple[float, str]:
-    """(standard deviation, points, of a change between two stage-2 runs of one seed from the
-    training's randomness, what it rests on): the larger of ``recipe_noise`` and
-    ``training_noise`` where known; (NaN, '') when neither is."""
+def training_sd(summ: pd.DataFrame, task: str) -> Noise:
+    """The training's noise of a change between two stage-2 runs of one seed (points): the
+    larger of ``recipe_noise`` and ``training_noise`` where known, with its effective degrees
+    of freedom; NaN when neither is."""
     direct, proxy = recipe_noise(summ, task), training_noise(summ, task)
-    said = {"direct": f"the pooled spread over seeds of {direct[2]} recipes' change against "
-                      f"their plain run, {direct[0]:.2f} with {direct[1]} nominal degrees of "
-                      "freedom",
-            "proxy": f"the pooled spread over seeds of {proxy[2]} settings' change against "
-                     f"their equal-budget baseline, {proxy[0]:.2f} with {proxy[1]} nominal "
-                     "degrees of freedom"}
-    known = {k: v for k, v in (("direct", direct), ("proxy", proxy)) if np.isfinite(v[0])}
+    said = {"direct": f"the pooled spread over seeds of {direct.groups} recipes' change against "
+                      f"their plain run, {direct.sd:.2f} with {direct.dof} nominal degrees of "
+                      f"freedom, {direct.effective:.1f} effective (a seed's recipes share its "
+                      "plain run)",
+            "proxy": f"the pooled spread over seeds of {proxy.groups} settings' change against "
+                     f"their equal-budget baseline, {proxy.sd:.2f} with {proxy.dof} nominal "
+                     f"degrees of freedom, {proxy.effective:.1f} effective (a seed's settings "
+                     "share its equal-budget baseline)"}
+    known = {k: v for k, v in (("direct", direct), ("proxy", proxy)) if np.isfinite(v.sd)}
     if not known:
-        return np.nan, ""
+        return Noise(np.nan, np.nan, "")
     if len(known) == 1:
         (k, v), = known.items()
-        return v[0], said[k]
-    return max(direct[0], proxy[0]), f"the larger of {said['direct']}, and {said['proxy']}"
+        return Noise(v.sd, v.effective, said[k])
+    larger = direct if direct.sd >= proxy.sd else proxy
+    return Noise(larger.sd, larger.effective,
+                 f"the larger of {said['direct']}, and {said['proxy']}")
 
 
-def recipe_noise(summ: pd.DataFrame, task: str) -> tuple[float, int, int]:
-    """(pooled standard deviation over seeds of a recipe's change against the plain run of its
-    seed, degrees of freedom, recipes pooled), over the task's recipes run at two seeds or
-    more (all the task's lambdas pooled); (NaN, 0, 0) when there are none. The degrees of
-    freedom are nominal: the recipes of one seed share its plain run, so their changes are not
-    independent (that leaves the estimate unbiased but less precise)."""
+def recipe_noise(summ: pd.DataFrame, task: str) -> Spread:
+    """The pooled spread over seeds of a recipe's change against the plain run of its seed, over
+    the task's recipes run at two seeds or more (all the task's lambdas pooled). The recipes of
+    one seed share its plain run, so their changes are not independent: that leaves the
+    estimate unbiased but less precise than its nominal degrees of freedom say (``effective``)."""
     tk = summ[(summ.method == "transkimmer") & (summ.task == task)] if len(summ) else summ
     by: dict[tuple, list] = {}
     for p, others in _families(tk):
         for _, r in others.iterrows():
-            by.setdefault((p.group, r.recipe), []).append(float(r.value - p.value))
-    return _pooled([np.array(v) for v in by.values()])
+            by.setdefault((p.group, r.recipe), []).append((float(r.value - p.value), p.id))
+    return pooled_spread(list(by.values()))
 
 
-def training_noise(summ: pd.DataFrame, task: str) -> tuple[float, int, int]:
-    """(pooled standard deviation over seeds of Transkimmer's change against its equal-budget
-    baseline, degrees of freedom, settings pooled), over the task's settings with at least two
-    seeds and an equal-budget baseline; (NaN, 0, 0) when there are none."""
+def training_noise(summ: pd.DataFrame, task: str) -> Spread:
+    """The pooled spread over seeds of Transkimmer's change against its equal-budget baseline,
+    over the task's settings with at least two seeds and an equal-budget baseline (settings of
+    one seed sharing that baseline: ``effective``)."""
     tk = summ[(summ.method == "transkimmer") & (summ.task == task) & summ.equal_budget.notna()]
-    return _pooled([g.delta.to_numpy() for _, g in tk.groupby("group")])
-
-
-def _pooled(groups: list) -> tuple[float, int, int]:
-    """(pooled standard deviation within groups, degrees of freedom, groups of two or more)."""
-    groups = [d[np.isfinite(d)] for d in (np.asarray(g, dtype=float) for g in groups)]
-    groups = [d for d in groups if len(d) >= 2]
-    dof = sum(len(d) - 1 for d in groups)
-    if not dof:
-        return np.nan, 0, 0
-    pooled = sum(((d - d.mean()) ** 2).sum() for d in groups) / dof
-    return float(np.sqrt(pooled)), dof, len(groups)
+    return pooled_spread([list(zip(g.delta, g.equal_id)) for _, g in tk.groupby("group")])
 
 
 def paired(a: pd.Series, b: pd.Series) -> bool:
@@ -299,19 +319,3 @@ def _per_example(a: pd.Series, b: pd.Series) -> np.ndarray:
 def _mean_se(d: np.ndarray) -> float:
     """Standard error, in points, of the mean of per-example changes d."""
     return float(100 * d.std(ddof=1) / np.sqrt(len(d)))
-
-
-def change_se(a: pd.Series, b: pd.Series, train_sd: float = np.nan) -> tuple[float, float]:
-    """(low, high) standard error (points) of a - b from the dev set's sampling and, when known,
-    the training's own noise (``train_sd``, the spread of a change between two stage-2 runs)."""
-    dev = dev_se(a, b)
-    return _combined(dev, dev, train_sd)
-
-
-def _combined(dev_low: float, dev_high: float, train_sd: float) -> tuple[float, float]:
-    """(low, high) standard error from the dev set's (between dev_low and dev_high) and the
-    training's (``train_sd``, NaN when unknown): the larger of the two, and both in quadrature
-    (the two overlap: the truth lies between)."""
-    if not np.isfinite(train_sd):
-        return dev_low, dev_high
-    return float(max(dev_low, train_sd)), float(np.hypot(dev_high, train_sd))

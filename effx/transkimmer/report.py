@@ -104,7 +104,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         job, m = r.job, main_metric(r.task)
         base_id = _id(job.with_method("baseline").key())
         base = by_id.loc[base_id] if base_id in by_id.index else None
-        equal = None
+        equal, eq_id = None, ""
         if job.method == "transkimmer":
             eq_id = _id(job.with_method("baseline_continued").key())
             equal = by_id.loc[eq_id] if eq_id in by_id.index else None
@@ -116,7 +116,8 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
             "task": r.task, "method": job.method, "setting": setting(job), "seed": job.seed,
             "group": _id({k: v for k, v in job.key().items() if k != "seed"}),
             "metric": m, "value": 100 * p, "baseline": 100 * get(base, m),
-            "equal_budget": 100 * get(equal, m), "reference": 100 * get(ref, m),
+            "equal_budget": 100 * get(equal, m), "equal_id": eq_id if equal is not None else "",
+            "reference": 100 * get(ref, m),
             "delta": 100 * (p - get(ref, m)),
             "dev_n": n, "dev_se": 100 * np.sqrt(acc * (1 - acc) / n),   # of accuracy (NaN: none)
             "dev_correct": r.get("info_dev_correct", np.nan),          # per example: '0' / '1'
