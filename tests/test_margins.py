@@ -30,7 +30,46 @@ def test_the_margin_of_a_change_averaged_over_seeds_covers_95_percent(seeds):
     assert spread.effective == pytest.approx((seeds - 1) * 4 * k / (k + 3))
     cover = {name: n / trials for name, n in hits.items()}
     assert 0.94 <= cover["effective"] <= 0.98, cover
-    assert cover["normal"] < 0.9 and cover["nominal"] < cover["effective"] - 0.01, cover
+    assert cover["normal"] < 0.92 and cover["nominal"] < cover["effective"] - 0.01, cover
+
+
+@pytest.mark.parametrize("seeds, dev", [(2, 0.7), (3, 0.7), (2, 1.5)])
+def test_a_family_of_recipes_is_judged_at_95_percent_with_the_dev_sets_error_beside(seeds, dev):
+    """As above, with the dev set's sampling error (known, independent of the training's) added
+    to each mean change, and the three recipes judged as a family: the chance that none of them
+    clears its larger margin while none truly changed stays near 95% (93-95% in these cases:
+    Welch-Satterthwaite errs a little the other way here); the normal quantile covers less."""
+    rng = np.random.default_rng(4)
+    trials, k, family, normal = 3000, 3, 0, 0
+    for _ in range(trials):
+        change = rng.normal(size=(k, seeds)) - rng.normal(size=seeds)
+        spread = pooled_spread([[(change[r, s], s) for s in range(seeds)] for r in range(k)])
+        mean = change.mean(axis=1) + rng.normal(scale=dev, size=k)
+        low, high, margin_low, margin = margins(
+            combined(dev, dev, spread.sd / np.sqrt(seeds), spread.effective), k)
+        family += np.all(np.abs(mean) <= max(margin_low, margin))
+        normal += np.all(np.abs(mean) <= quantile(k) * high)
+    assert 0.925 <= family / trials <= 0.99, family / trials
+    assert normal < family
+
+
+def test_the_margins_change_smoothly_where_the_two_sources_cross():
+    """The larger standard error alone takes the training's few degrees of freedom when the
+    training's part is the larger and more as the dev set's part grows: no jump at the
+    crossing (a 2% change in the estimate once moved a margin by 80%)."""
+    below, above = (margins(combined(1.0, 1.0, sd, 2.0), 3) for sd in (0.99, 1.01))
+    assert below[2] == pytest.approx(above[2], rel=0.1)
+    assert below[3] == pytest.approx(above[3], rel=0.1)
+    assert combined(1.0, 1.0, 2.0, 2.0)[2] == 2.0                    # the training's alone
+    assert combined(3.0, 3.0, 1.0, 2.0)[2] == pytest.approx(162.0)   # mostly the dev set's
+
+
+def test_margins_without_one_source_or_with_a_bad_count():
+    assert combined(1.0, 1.2, np.nan, np.nan) == (1.0, 1.2, np.inf, np.inf)
+    assert all(np.isnan(combined(np.nan, np.nan, 1.0, 2.0)))            # no sampling error
+    assert combined(1.0, 1.0, 0.0, 2.0)[2:] == (np.inf, np.inf)
+    with pytest.raises(ValueError, match="train_dof"):
+        combined(1.0, 1.0, 0.5, np.nan)
 
 
 def test_the_effective_degrees_of_freedom_of_changes_sharing_a_reference():

@@ -10,6 +10,7 @@ from scipy import stats
 from effx.analysis.margins import effective_dof, quantile
 from effx.transkimmer import claims as C
 from effx.transkimmer import figures as F
+from effx.transkimmer import noise
 from effx.transkimmer import report as R
 from effx.transkimmer.jobs import Job
 
@@ -326,6 +327,14 @@ def _correct(right: int, lost: int = 0, won: int = 0) -> str:
     return "1" * (right - lost) + "0" * lost + "0" * (N_DEV - right - won) + "1" * won
 
 
+def _margins_of(dev: float, train: float, dof: float, k: int) -> list[float]:
+    """The two margins of a change, restated: the larger error alone and the two in quadrature,
+    each times the t quantile (Bonferroni over k) of its Welch-Satterthwaite degrees of freedom
+    (the dev set's part exact, the training's with dof)."""
+    q = lambda se: stats.t.ppf(1 - 0.025 / k, se ** 4 * dof / train ** 4)      # noqa: E731
+    return [se * q(se) for se in (max(dev, train), np.hypot(dev, train))]
+
+
 def _recipe_runs(seeds_for_noise=(), seed=1, kd=(10, 30), frozen=690, **setting):
     base = Job("SST-2", "baseline", seed=seed)
     out = rows(base, measured(0.90)) + rows(base.with_method("baseline_continued"), measured(0.89))
@@ -361,7 +370,7 @@ def test_recipes_are_compared_with_the_plain_run_of_the_same_seed_and_lambda():
     assert frozen.change_se > 2 * kd.change_se          # pairing removes the shared examples
     assert np.isnan(table.iloc[0].change_se) and "lambda 0.3" not in said
     z = stats.norm.ppf(1 - 0.025 / 2)                                # Bonferroni over 2 recipes
-    assert f"beyond {z:.2f} standard errors" in said
+    assert f"Margins: {z:.2f} standard errors of the dev set's sampling alone" in said
     assert kd.margin == kd.margin_low == pytest.approx(z * kd.change_se)   # the dev set's alone
     assert "distill 0.5: +2.3 points ± 0.7 (margin 1.6), beyond the noise" in said
     assert "frozen 0.5 ep: -1.1 points ± 1.9 (margin 4.3), within the noise, at 2.50x FLOPs " \
@@ -379,7 +388,7 @@ def test_recipe_changes_carry_the_training_noise_of_settings_run_at_several_seed
         runs = pd.concat([runs, pd.DataFrame(rows(b.with_method("transkimmer", skim_lambda=0.4),
                                                   measured(0.85 + delta, 1.5)))])
     summ = R.summary(runs)
-    sd, dof, n, effective = recipes.training_noise(summ, "SST-2")   # within settings, not across
+    sd, dof, n, effective = noise.training_noise(summ, "SST-2")   # within settings, not across
     pooled = (np.sum((np.array([1, -1, 2]) - 2 / 3) ** 2) + 2 * 0.5 ** 2) / 3
     assert (dof, n) == (3, 2) and sd == pytest.approx(np.sqrt(pooled))
     # the two settings share the equal-budget baselines of seeds 2 and 3: fewer than 3 effective
@@ -391,11 +400,10 @@ def test_recipe_changes_carry_the_training_noise_of_settings_run_at_several_seed
     assert kd.change_se_low == pytest.approx(max(dev, sd))
     # the larger standard error alone rests on the training's few degrees of freedom, the sum
     # in quadrature on more (Welch-Satterthwaite): each with its own t quantile
-    q = lambda dof: stats.t.ppf(1 - 0.025 / 2, dof)                          # noqa: E731
-    welch = (dev ** 2 + sd ** 2) ** 2 / (sd ** 4 / effective)
-    assert sorted([kd.margin_low, kd.margin]) == pytest.approx(
-        sorted([q(effective) * max(dev, sd), q(welch) * np.hypot(dev, sd)]))
-    assert f"distill 0.5: +2.3 points ± 1.3 to 1.5 (margin {kd.margin_low:.1f} to " \
+    assert sd > dev and [kd.margin_low, kd.margin] == pytest.approx(
+        _margins_of(dev, sd, effective, 2))
+    assert kd.margin_low > kd.margin                     # the smaller error, the larger margin
+    assert f"distill 0.5: +2.3 points ± 1.3 (margin {kd.margin_low:.1f}) to 1.5 (margin " \
         f"{kd.margin:.1f}), within the noise" in said
     assert f"training's own noise ({sd:.2f} points" in said and "3 nominal degrees" in said
     assert f"{effective:.1f} effective" in said
@@ -423,12 +431,12 @@ def test_recipes_averaged_over_seeds_pair_the_dev_set_across_seeds():
     dev = 100 * d.std(ddof=1) / np.sqrt(N_DEV)
     # the training's noise: the larger of the recipes' own spread over seeds (+20/+10 and
     # -10/0 examples against plain) and the settings' spread against equal budget
-    direct = recipes.recipe_noise(summ, "SST-2")
+    direct = noise.recipe_noise(summ, "SST-2")
     assert direct[1:3] == (2, 2) and direct.sd == pytest.approx(100 * np.std([20, 10], ddof=1) / N_DEV)
     assert direct.effective == pytest.approx(2 * 4 / 5)        # (n - 1) 4k / (k + 3), k = 2
-    proxy = recipes.training_noise(summ, "SST-2").sd
-    noise = recipes.training_sd(summ, "SST-2")
-    assert 0 < proxy < direct.sd and noise.sd == direct.sd and noise.dof == direct.effective
+    proxy = noise.training_noise(summ, "SST-2").sd
+    used = noise.training_sd(summ, "SST-2")
+    assert 0 < proxy < direct.sd and used.sd == direct.sd and used.dof == direct.effective
     sd = direct[0] / np.sqrt(2)                                     # two independent runs
     assert kd.change_se_low == pytest.approx(max(dev, sd))
     assert kd.change_se == pytest.approx(np.hypot(dev, sd))
@@ -440,17 +448,14 @@ def test_recipes_averaged_over_seeds_pair_the_dev_set_across_seeds():
     assert frozen.change == pytest.approx(-100 * 5 / N_DEV)
     assert "SST-2, lambda 0.8, averaged over seeds 1, 2: the plain recipe scores 80.3 (-8.7 against " \
         "equal budget) at 2.40x FLOPs" in said
-    assert dev > sd                      # the larger alone is the dev set's: its quantile normal
-    assert kd.margin == pytest.approx(max(
-        stats.norm.ppf(1 - 0.025 / 2) * dev,
-        stats.t.ppf(1 - 0.025 / 2, (dev ** 2 + sd ** 2) ** 2 / (sd ** 4 / direct.effective))
-        * np.hypot(dev, sd)))
-    assert f"distill 0.5: +1.7 points ± 0.7 to 0.9 (margin {kd.margin_low:.1f} to " \
-        f"{kd.margin:.1f}), at the edge of the noise (seeds 1, 2, spread 0.8)" in said
-    assert kd.margin_low < kd.change <= kd.margin
+    assert dev > sd and [kd.margin_low, kd.margin] == pytest.approx(
+        _margins_of(dev, sd, direct.effective, 2))
+    assert f"distill 0.5: +1.7 points ± 0.7 (margin {kd.margin_low:.1f}) to 0.9 (margin " \
+        f"{kd.margin:.1f}), within the noise (seeds 1, 2, spread 0.8)" in said
+    assert kd.change <= min(kd.margin_low, kd.margin)
     assert "the larger of the pooled spread over seeds of 2 recipes' change against their plain run, 0.81" in said
-    assert f"t quantile of its degrees of freedom (95%, Bonferroni over 2 recipes: " \
-        f"{quantile(2):.2f} for many" in said
+    assert f"95% for the family (Bonferroni over 2 recipes): {quantile(2):.2f} for the dev " \
+        f"set's part alone, {quantile(2, direct.effective):.2f} for the training's alone" in said
     assert "nan" not in said
     reversed_order = recipes.over_seeds(R.summary(runs.iloc[::-1]))[0]
     assert list(reversed_order.seed_list) == ["1, 2"] * 3
@@ -462,7 +467,7 @@ def test_the_training_noise_is_the_larger_of_the_recipes_own_spread_and_the_prox
                      pd.DataFrame(_recipe_runs(seed=2, kd=(20, 30), frozen=700))])
     direct = 100 * np.std([20, 10], ddof=1) / N_DEV     # +20 / +10 and -10 / 0 examples: pooled
     only_direct = R.summary(two[two.method != "baseline_continued"])
-    sd, _, source = recipes.training_sd(only_direct, "SST-2")
+    sd, _, source = noise.training_sd(only_direct, "SST-2")
     assert sd == pytest.approx(direct) and source.startswith("the pooled spread over seeds of 2 recipes'")
     table, said = recipes.compare(R.summary(two))                   # per seed: not divided
     kd = table[(table.seed == 2) & (table.recipe == "distill 0.5")].iloc[0]
@@ -470,13 +475,13 @@ def test_the_training_noise_is_the_larger_of_the_recipes_own_spread_and_the_prox
     assert kd.change_se == pytest.approx(np.hypot(dev, direct))
     assert "recipes' change against their plain run" in said
     noisy = pd.concat([two, pd.DataFrame(_recipe_runs(enumerate([0.05, -0.05, 0.06], start=3)))])
-    sd, dof, source = recipes.training_sd(R.summary(noisy), "SST-2")
-    proxy = recipes.training_noise(R.summary(noisy), "SST-2")
+    sd, dof, source = noise.training_sd(R.summary(noisy), "SST-2")
+    proxy = noise.training_noise(R.summary(noisy), "SST-2")
     assert sd == proxy.sd > direct and dof == proxy.effective and source.startswith("the larger of")
     missing = two.copy()
     missing.loc[(missing.seed == 2) & (missing.distill == 0.5) & (missing.metric == "accuracy"),
                 "value"] = np.nan
-    assert recipes.recipe_noise(R.summary(missing), "SST-2")[1:3] == (1, 1)   # NaN left out
+    assert noise.recipe_noise(R.summary(missing), "SST-2")[1:3] == (1, 1)   # NaN left out
 
 
 def test_recipes_averaged_over_seeds_keep_settings_and_seed_sets_apart():
@@ -519,8 +524,8 @@ def test_dev_errors_of_seeds_on_one_dev_set_are_not_independent():
                                for run in (plain, recipe)))
             changes.append(100 * (recipe.mean() - plain.mean()))
         true = 100 * (0.10 - 0.08) * 0.5
-        se, same = recipes._mean_dev_se(pairs)
-        indep = np.sqrt(np.sum([recipes.dev_se(r, p) ** 2 for p, r in pairs])) / 4
+        se, same = noise.mean_dev_se(pairs)
+        indep = np.sqrt(np.sum([noise.dev_se(r, p) ** 2 for p, r in pairs])) / 4
         hits += abs(np.mean(changes) - true) <= 1.96 * se
         naive += abs(np.mean(changes) - true) <= 1.96 * indep
     assert se == same and 0.93 <= hits / trials <= 0.97
@@ -553,7 +558,7 @@ def test_the_paired_standard_error_of_an_accuracy_change_covers_95_percent():
         a, b = np.isin(c, (0, 1)), np.isin(c, (0, 2))
         ra = pd.Series({"metric": "accuracy", "dev_correct": "".join("01"[int(x)] for x in a)})
         rb = pd.Series({"metric": "accuracy", "dev_correct": "".join("01"[int(x)] for x in b)})
-        se = recipes.dev_se(ra, rb)
+        se = noise.dev_se(ra, rb)
         hits += abs(100 * (a.mean() - b.mean()) - 3.0) <= 1.96 * se
     assert 0.935 <= hits / trials <= 0.965
 

@@ -9,9 +9,9 @@ few seeds. Three things keep the margin honest when the second rests on few degr
   freedom with shared reference runs taken into account (``effective_dof``): changes against
   one run (a seed's plain run, behind every recipe's change at that seed) are not independent;
 * ``combined`` gives the two standard errors of overlapping sources (the larger alone, both in
-  quadrature) with their degrees of freedom (the latter by Welch-Satterthwaite);
+  quadrature) with their degrees of freedom (Welch-Satterthwaite);
 * ``margins`` multiplies each by the t quantile of its degrees of freedom (``quantile``, 95% for
-  a family of k comparisons, Bonferroni).
+  a family of k comparisons, Bonferroni); ``verdict`` judges a change against both.
 
 The tests check the coverage of these margins by simulation.
 """
@@ -59,16 +59,16 @@ def effective_dof(groups: list[list]) -> float:
     match is tr(S)^2 / tr(S^2), S the covariance of the deviations from the group means.
     Independent references give the nominal count; k recipes sharing the plain run at each of
     n seeds give (n - 1) 4k / (k + 3), below the nominal (n - 1) k for k > 1."""
-    refs = sorted({ref for g in groups for ref in g}, key=str)
+    refs = list(dict.fromkeys(ref for g in groups for ref in g))
     n_changes = sum(len(g) for g in groups)
     column = {ref: n_changes + i for i, ref in enumerate(refs)}
     rows, own = [], 0
-    for g in groups:
-        change = np.zeros((len(g), n_changes + len(refs)))
+    for g in groups:     # each change's coefficients on the runs: +1 its own, -1 its reference
+        coefficients = np.zeros((len(g), n_changes + len(refs)))
         for i, ref in enumerate(g):
-            change[i, own + i], change[i, column[ref]] = 1.0, -1.0
+            coefficients[i, own + i], coefficients[i, column[ref]] = 1.0, -1.0
         own += len(g)
-        rows.append(change - change.mean(axis=0))
+        rows.append(coefficients - coefficients.mean(axis=0))
     deviations = np.vstack(rows)
     cov = deviations @ deviations.T
     return float(np.trace(cov) ** 2 / (cov ** 2).sum())
@@ -78,23 +78,36 @@ def combined(sampling_low: float, sampling_high: float, train_sd: float,
              train_dof: float) -> tuple[float, float, float, float]:
     """(low, high, low's and high's degrees of freedom): standard errors from a sampling error
     known almost exactly (between sampling_low and sampling_high, its degrees of freedom taken
-    as infinite) and the training's (``train_sd`` with ``train_dof``, NaN when unknown): the
-    larger of the two, and both in quadrature (for sources that overlap the truth lies
-    between), the latter's degrees of freedom by Welch-Satterthwaite."""
+    as infinite; NaN: none, then all NaN) and the training's (``train_sd`` with ``train_dof``;
+    NaN: unknown, then the sampling error alone): the larger of the two, and both in quadrature
+    (for sources that overlap the truth lies between). Degrees of freedom by Welch-Satterthwaite,
+    the larger one's too (its square taken as the training's variance plus a known remainder),
+    so that they change smoothly where the two sources cross."""
+    if not np.isfinite(sampling_low):
+        return np.nan, np.nan, np.nan, np.nan
     if not np.isfinite(train_sd):
         return sampling_low, sampling_high, np.inf, np.inf
-    low_dof = train_dof if train_sd >= sampling_low else np.inf
-    high_dof = ((sampling_high ** 2 + train_sd ** 2) ** 2 * train_dof / train_sd ** 4
-                if train_sd > 0 else np.inf)
-    return (float(max(sampling_low, train_sd)), float(np.hypot(sampling_high, train_sd)),
-            low_dof, high_dof)
+    if not train_dof > 0:
+        raise ValueError(f"combined: train_dof must be a positive number of degrees of freedom "
+                         f"with train_sd {train_sd}, got {train_dof}")
+    low, high = max(sampling_low, train_sd), float(np.hypot(sampling_high, train_sd))
+
+    def welch(se):
+        return se ** 4 * train_dof / train_sd ** 4 if train_sd > 0 else np.inf
+    return float(low), high, welch(low), welch(high)
 
 
 def margins(ses: tuple, k: int) -> tuple[float, float, float, float]:
     """(low, high) standard errors with their degrees of freedom (as ``combined`` returns them)
-    -> (low, high, and the two margins: each standard error times its quantile for a family of
-    k, the smaller first). With few degrees of freedom the smaller standard error can carry the
-    larger margin."""
+    -> (low, high, low's margin, high's margin): each standard error times its quantile for a
+    family of k. With few degrees of freedom the smaller standard error can carry the larger
+    margin."""
     low, high, low_dof, high_dof = ses
-    ordered = sorted((low * quantile(k, low_dof), high * quantile(k, high_dof)))
-    return low, high, ordered[0], ordered[1]
+    return low, high, low * quantile(k, low_dof), high * quantile(k, high_dof)
+
+
+def verdict(change: float, margin_a: float, margin_b: float) -> str:
+    """'beyond' both margins, 'within' both, or 'at the edge of' the noise."""
+    if abs(change) > max(margin_a, margin_b):
+        return "beyond"
+    return "within" if abs(change) <= min(margin_a, margin_b) else "at the edge of"

@@ -3,47 +3,23 @@ skim decisions (as learned token pruning ends), each against the plain recipe of
 
 Input: rows of ``report.summary`` (one per job and seed). A run's plain counterpart is the job
 alike in every setting but those two (``plain_id``): same task, seed, lambda, budget, hence the
-same baseline and the same batches. A change against it has two sources of noise, which overlap:
-- the dev set's sampling: from the examples each run got right (``dev_correct``), paired by
-  example when both recorded them, else the two runs taken as independent; examples that flip
-  between two runs of different training are part of it;
-- the training's own randomness, which one seed cannot show: the pooled spread over seeds of
-  the recipes' own change against their plain run, where recipes ran at several seeds (the
-  direct estimate), and of the change of every setting trained at several seeds against the
-  equal-budget baseline of the same seed (a proxy: that change, like a recipe's, compares two
-  stage-2 runs that share a stage 1, but one of them does not skim, and other lambdas' noise
-  stands for the one compared); both are measured on the same dev set, so they hold the
-  flipping examples too. The larger of the two is used: a conservative choice between two
-  imprecise estimates (few degrees of freedom each), the proxy possibly the smaller by its
-  design (one side of its change does not skim). Both pool the task's settings: one lambda's
-  spread stands for another's.
-Their sum in quadrature counts the flipping examples twice, the larger of the two misses the
-other's share: a change is judged against both, as an interval of standard errors. Each standard
-error carries its degrees of freedom: the training's part those of its pooled spread, counted
-with shared runs taken into account (the recipes of a seed share its plain run, the settings of
-a seed their equal-budget baseline), the dev set's part as many as examples (taken as
-infinite), a sum in quadrature by Welch-Satterthwaite; a change's margin is its standard error
-times the t quantile of those degrees of freedom (95% for the family of recipes compared,
-Bonferroni): ``effx.analysis.margins``.
+same baseline and the same batches. A change against it has two sources of noise that overlap
+(``noise``: the dev set's sampling and the training's own randomness). Their sum in quadrature
+counts the examples that flip between runs twice, the larger of the two misses the other's
+share: a change is judged against both, as an interval of standard errors, each with its
+degrees of freedom and its margin (the standard error times the t quantile of those, 95% for
+the family of recipes compared, Bonferroni: ``effx.analysis.margins``).
 ``compare`` judges each seed's runs; ``over_seeds`` averages a recipe's change over the seeds.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numpy as np
 import pandas as pd
 
-from effx.analysis.margins import Spread, combined, margins, pooled_spread, quantile
+from effx.analysis.margins import combined, margins, quantile, verdict
+from effx.transkimmer.noise import Noise, dev_se, families, mean_dev_se, paired, training_sd
 
 NO_RUN = "No run with distillation or frozen decisions beside its plain recipe is recorded."
-
-
-class Noise(NamedTuple):
-    """The training's noise of a change between two stage-2 runs of one seed."""
-    sd: float          # points (NaN: unknown)
-    dof: float         # its effective degrees of freedom
-    source: str        # what it rests on, in words
 
 
 def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -51,23 +27,28 @@ def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     its change against its reference ('delta': the equal-budget baseline of its seed where
     recorded), and against the plain run in points ('change', with 'change_se' from both noise
     sources, accuracy only: 'change_se_low' the larger source alone, 'change_se' both in
-    quadrature) and in FLOPs speedup ('flops_change', a ratio); then one sentence per plain run.
-    'margin_low' and 'margin' are the two standard errors times their t quantiles (``margins``),
-    in order: a change counts when it exceeds the larger, and is within the noise when it stays
-    within the smaller (95% for the family of recipes compared with that plain run)."""
+    quadrature) and in FLOPs speedup ('flops_change', a ratio); then one sentence per plain run,
+    and what the judgement rests on once for the runs that share it. 'margin_low' and 'margin'
+    are 'change_se_low' and 'change_se' times their t quantiles (``margins``, 95% for the family
+    of recipes compared with that plain run): a change counts beyond both, is within the noise
+    inside both, and at its edge between. Where the training's part is the direct estimate, a
+    seed's own changes are part of the spread that judges them, which makes these margins err a
+    little to the safe side."""
     tk = summ[summ.method == "transkimmer"] if len(summ) else summ
     if tk.empty:
         return pd.DataFrame(), NO_RUN
     noise = {task: training_sd(summ, task) for task in tk.task.unique()}
-    rows, said = [], []
-    for p, others in _families(tk):
+    rows, said = [], {}
+    for p, others in families(tk):
         k = len(others)
         family = [_row(p, p, noise[p.task], k)] + [_row(r, p, noise[p.task], k)
                                                    for _, r in others.iterrows()]
         rows += family
         all_paired = all(paired(r, p) for _, r in others.iterrows())
-        said.append(_sentence(p, family[1:], noise[p.task], all_paired))
-    return pd.DataFrame(rows), " ".join(said) or NO_RUN
+        basis = (f"No standard error of a change in {p.metric} is computed."
+                 if p.metric != "accuracy" else _basis(k, all_paired, noise[p.task]))
+        said.setdefault(basis, []).append(_sentence(p, family[1:]))
+    return pd.DataFrame(rows), " ".join(" ".join(s + [b]) for b, s in said.items()) or NO_RUN
 
 
 def _row(r: pd.Series, p: pd.Series, noise: Noise, k: int) -> dict:
@@ -86,7 +67,7 @@ def _row(r: pd.Series, p: pd.Series, noise: Noise, k: int) -> dict:
             "flops_change": np.nan if first else r.flops_speedup / p.flops_speedup}
 
 
-def _sentence(p: pd.Series, others: list[dict], noise: Noise, all_paired: bool) -> str:
+def _sentence(p: pd.Series, others: list[dict]) -> str:
     equal = pd.notna(p.equal_budget)
     against = "the equal-budget baseline" if equal else "the baseline"
     head = (f"{p.task}, lambda {p.skim_lambda:g}, seed {p.seed}: the plain recipe scores "
@@ -95,35 +76,18 @@ def _sentence(p: pd.Series, others: list[dict], noise: Noise, all_paired: bool) 
     parts = [f"{r['recipe']}: {r['change']:+.1f} points{_judged(r)}, at "
              f"{r['flops_speedup']:.2f}x FLOPs ({r['delta']:+.1f} against "
              f"{'equal budget' if equal else 'the baseline'})" for r in others]
-    if p.metric != "accuracy":
-        basis = f"No standard error of a change in {p.metric} is computed."
-    else:
-        basis = _basis(len(others), all_paired, noise)
-    return " ".join([head, "; ".join(parts) + ".", basis])
-
-
-def _families(tk: pd.DataFrame):
-    """(plain run, the other recipes' runs in recipe order) for every plain Transkimmer run that
-    has recipes beside it."""
-    for plain_id, g in tk.groupby("plain_id", sort=False):
-        plain, others = g[g.id == plain_id], g[g.id != plain_id]
-        if not plain.empty and not others.empty:
-            yield plain.iloc[0], others.sort_values("recipe")
+    return f"{head} {'; '.join(parts)}."
 
 
 def _judged(r) -> str:
-    """' ± low to high (margin a to b), beyond / within / at the edge of the noise' for a row
-    with a change, its standard errors and margins ('' without an error)."""
+    """' ± se (margin m) to se (margin m), beyond / within / at the edge of the noise' for a row
+    with a change, its standard errors and their margins ('' without an error)."""
     if not np.isfinite(r["change_se"]):
         return ""
-
-    def span(a, b):
-        return f"{a:.1f}" + (f" to {b:.1f}" if b - a >= 0.05 else "")
-    change = abs(r["change"])
-    return (f" ± {span(r['change_se_low'], r['change_se'])} (margin "
-            f"{span(r['margin_low'], r['margin'])}), "
-            + ("beyond" if change > r["margin"] else "within" if change <= r["margin_low"]
-               else "at the edge of") + " the noise")
+    low = f"{r['change_se_low']:.1f} (margin {r['margin_low']:.1f})"
+    high = f"{r['change_se']:.1f} (margin {r['margin']:.1f})"
+    span = low if low == high else f"{low} to {high}"
+    return f" ± {span}, {verdict(r['change'], r['margin_low'], r['margin'])} the noise"
 
 
 def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -147,22 +111,22 @@ def over_seeds(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     if tk.empty:
         return pd.DataFrame(), ""
     by: dict[tuple, list] = {}
-    for p, others in _families(tk):
+    for p, others in families(tk):
         by.setdefault((p.group, ""), []).append((p, p))
         for _, r in others.iterrows():
             by.setdefault((p.group, r.recipe), []).append((p, r))
+    recipes_of = pd.Series([g for g, recipe in by if recipe]).value_counts()   # k per setting
     noise = {task: training_sd(summ, task) for task in tk.task.unique()}
     rows = []
     for (group, recipe), pairs in by.items():
         pairs.sort(key=lambda pr: int(pr[0].seed))
         p0, n, plain = pairs[0][0], len(pairs), recipe == ""
         changes = np.array([float(r.value - p.value) for p, r in pairs])
-        k = sum(1 for g, rec in by if g == group and rec)           # recipes of this setting
         sd, dof = noise[p0.task].sd, noise[p0.task].dof
         low = high = m_low = m_high = np.nan
         if not plain:
             low, high, m_low, m_high = margins(
-                combined(*_mean_dev_se(pairs), sd / np.sqrt(n), dof), k)
+                combined(*mean_dev_se(pairs), sd / np.sqrt(n), dof), recipes_of[group])
         equal = [pd.notna(p.equal_budget) for p, _ in pairs]
         rows.append({"group": group, "task": p0.task, "skim_lambda": p0.skim_lambda,
                      "recipe": recipe or "plain", "metric": p0.metric, "seeds": n,
@@ -204,118 +168,33 @@ def _averaged_sentence(g: pd.DataFrame, noise: Noise) -> str:
     if plain.metric != "accuracy":
         basis = f"No standard error of a change in {plain.metric} is computed."
     else:
-        basis = (_counts_beyond(len(others), noise) + "; the training's part is " + (
-                     f"{noise.sd:.2f} points ({noise.source}) over the root of the seeds"
-                     if np.isfinite(noise.sd) else "unknown (its runs lack a value)") + ".")
+        basis = _margins_said(len(others), noise) + (
+            f" The training's part is {noise.sd:.2f} points ({noise.source}) over the root of "
+            "the seeds." if np.isfinite(noise.sd) else "")
     return head + "; ".join(parts) + ". " + basis
 
 
-def _mean_dev_se(pairs: list) -> tuple[float, float]:
-    """(low, high) standard error (points) from the dev set's sampling of the change averaged
-    over seeds: from the per-example changes averaged over seeds when every pair recorded its
-    examples (low = high), else between the seeds' errors taken as independent and their
-    average (the bound under any correlation between them). NaN for other metrics."""
-    if pairs[0][0]["metric"] != "accuracy":
-        return np.nan, np.nan
-    if all(paired(r, p) for p, r in pairs):
-        se = _mean_se(np.mean([_per_example(r, p) for p, r in pairs], axis=0))
-        return se, se
-    each = np.array([dev_se(r, p) for p, r in pairs])
-    return float(np.sqrt((each ** 2).sum()) / len(each)), float(each.mean())
-
-
-def _counts_beyond(k: int, noise: Noise) -> str:
-    family = f", Bonferroni over {k} recipes" if k > 1 else ""
+def _margins_said(k: int, noise: Noise) -> str:
+    family = f" (Bonferroni over {k} recipes)" if k > 1 else ""
     if not np.isfinite(noise.sd):
-        return (f"A change counts beyond {quantile(k):.2f} standard errors (the normal "
-                f"quantile{family})")
-    return ("A change counts beyond its margin, a standard error times the t quantile of its "
-            f"degrees of freedom (95%{family}: {quantile(k):.2f} for many, "
-            f"{quantile(k, noise.dof):.2f} for the training's part alone, {noise.dof:.1f} "
-            "effective; the dev set's part taken as exact, a sum by Welch-Satterthwaite)")
+        return (f"Margins: {quantile(k):.2f} standard errors of the dev set's sampling alone, "
+                f"the normal quantile, 95% for the family{family}.")
+    return ("Margins: a standard error times the t quantile of its degrees of freedom, 95% for "
+            f"the family{family}: {quantile(k):.2f} for the dev set's part alone, "
+            f"{quantile(k, noise.dof):.2f} for the training's alone, between for the two "
+            "together (Welch-Satterthwaite); a change beyond both margins counts, one inside "
+            "both is within the noise.")
 
 
 def _basis(k: int, all_paired: bool, noise: Noise) -> str:
     dev = "paired by example" if all_paired else "runs taken as independent where not recorded"
     if not np.isfinite(noise.sd):
-        return (f"{_counts_beyond(k, noise)}: those of the dev set's "
-                f"sampling ({dev}) alone, since no setting of this task trained at several seeds "
-                "with its equal-budget baseline, and no recipe at several seeds, shows the "
-                "training's own noise: too small.")
-    return (f"{_counts_beyond(k, noise)}; the standard errors lie between the "
-            f"larger and the sum in quadrature of the dev set's sampling ({dev}) and the "
-            f"training's own noise ({noise.sd:.2f} points: {noise.source}); the two overlap, as "
-            "examples that flip between runs are in both.")
+        return (f"{_margins_said(k, noise)} The dev set's sampling ({dev}) alone, since no "
+                "setting of this task trained at several seeds with its equal-budget baseline, "
+                "and no recipe at several seeds, shows the training's own noise: too small.")
+    return (f"{_margins_said(k, noise)} Each standard error lies between the larger of the dev "
+            f"set's sampling ({dev}) and the training's own noise ({noise.sd:.2f} points: "
+            f"{noise.source}) and their sum in quadrature: the two overlap, as examples that "
+            "flip between runs are in both.")
 
 
-def training_sd(summ: pd.DataFrame, task: str) -> Noise:
-    """The training's noise of a change between two stage-2 runs of one seed (points): the
-    larger of ``recipe_noise`` and ``training_noise`` where known, with its effective degrees
-    of freedom; NaN when neither is."""
-    direct, proxy = recipe_noise(summ, task), training_noise(summ, task)
-    said = {"direct": f"the pooled spread over seeds of {direct.groups} recipes' change against "
-                      f"their plain run, {direct.sd:.2f} with {direct.dof} nominal degrees of "
-                      f"freedom, {direct.effective:.1f} effective (a seed's recipes share its "
-                      "plain run)",
-            "proxy": f"the pooled spread over seeds of {proxy.groups} settings' change against "
-                     f"their equal-budget baseline, {proxy.sd:.2f} with {proxy.dof} nominal "
-                     f"degrees of freedom, {proxy.effective:.1f} effective (a seed's settings "
-                     "share its equal-budget baseline)"}
-    known = {k: v for k, v in (("direct", direct), ("proxy", proxy)) if np.isfinite(v.sd)}
-    if not known:
-        return Noise(np.nan, np.nan, "")
-    if len(known) == 1:
-        (k, v), = known.items()
-        return Noise(v.sd, v.effective, said[k])
-    larger = direct if direct.sd >= proxy.sd else proxy
-    return Noise(larger.sd, larger.effective,
-                 f"the larger of {said['direct']}, and {said['proxy']}")
-
-
-def recipe_noise(summ: pd.DataFrame, task: str) -> Spread:
-    """The pooled spread over seeds of a recipe's change against the plain run of its seed, over
-    the task's recipes run at two seeds or more (all the task's lambdas pooled). The recipes of
-    one seed share its plain run, so their changes are not independent: that leaves the
-    estimate unbiased but less precise than its nominal degrees of freedom say (``effective``)."""
-    tk = summ[(summ.method == "transkimmer") & (summ.task == task)] if len(summ) else summ
-    by: dict[tuple, list] = {}
-    for p, others in _families(tk):
-        for _, r in others.iterrows():
-            by.setdefault((p.group, r.recipe), []).append((float(r.value - p.value), p.id))
-    return pooled_spread(list(by.values()))
-
-
-def training_noise(summ: pd.DataFrame, task: str) -> Spread:
-    """The pooled spread over seeds of Transkimmer's change against its equal-budget baseline,
-    over the task's settings with at least two seeds and an equal-budget baseline (settings of
-    one seed sharing that baseline: ``effective``)."""
-    tk = summ[(summ.method == "transkimmer") & (summ.task == task) & summ.equal_budget.notna()]
-    return pooled_spread([list(zip(g.delta, g.equal_id)) for _, g in tk.groupby("group")])
-
-
-def paired(a: pd.Series, b: pd.Series) -> bool:
-    """Whether both runs recorded which dev examples they got right, on as many examples."""
-    return all(isinstance(r.get("dev_correct"), str) for r in (a, b)) and \
-        len(a["dev_correct"]) == len(b["dev_correct"])
-
-
-def dev_se(a: pd.Series, b: pd.Series) -> float:
-    """Standard error (points) of run a's accuracy minus run b's from the dev set's sampling:
-    from the per-example differences when both recorded them, else of two independent runs'
-    binomial errors (an upper bound when the runs agree more often than chance). NaN for
-    metrics other than accuracy."""
-    if a["metric"] != "accuracy":
-        return np.nan
-    if paired(a, b):
-        return _mean_se(_per_example(a, b))
-    return float(np.hypot(a["dev_se"], b["dev_se"]))
-
-
-def _per_example(a: pd.Series, b: pd.Series) -> np.ndarray:
-    """Run a's right (1) or wrong (0) minus run b's, per dev example."""
-    return np.array(list(a["dev_correct"]), dtype=int) - np.array(list(b["dev_correct"]), dtype=int)
-
-
-def _mean_se(d: np.ndarray) -> float:
-    """Standard error, in points, of the mean of per-example changes d."""
-    return float(100 * d.std(ddof=1) / np.sqrt(len(d)))
