@@ -37,8 +37,8 @@ def test_the_margin_of_a_change_averaged_over_seeds_covers_95_percent(seeds):
 def test_a_family_of_recipes_is_judged_at_95_percent_with_the_dev_sets_error_beside(seeds, dev):
     """As above, with the dev set's sampling error (known, independent of the training's) added
     to each mean change, and the three recipes judged as a family: the chance that none of them
-    clears its larger margin while none truly changed stays near 95% (93-95% in these cases:
-    Welch-Satterthwaite errs a little the other way here); the normal quantile covers less."""
+    clears its larger margin while none truly changed stays near 95% (94-96% in these cases);
+    the normal quantile covers less."""
     rng = np.random.default_rng(4)
     trials, k, family, normal = 3000, 3, 0, 0
     for _ in range(trials):
@@ -49,7 +49,7 @@ def test_a_family_of_recipes_is_judged_at_95_percent_with_the_dev_sets_error_bes
             combined(dev, dev, spread.sd / np.sqrt(seeds), spread.effective), k)
         family += np.all(np.abs(mean) <= max(margin_low, margin))
         normal += np.all(np.abs(mean) <= quantile(k) * high)
-    assert 0.925 <= family / trials <= 0.99, family / trials
+    assert 0.93 <= family / trials <= 0.975, family / trials
     assert normal < family
 
 

@@ -454,11 +454,24 @@ def test_recipes_averaged_over_seeds_pair_the_dev_set_across_seeds():
         f"{kd.margin:.1f}), within the noise (seeds 1, 2, spread 0.8)" in said
     assert kd.change <= min(kd.margin_low, kd.margin)
     assert "the larger of the pooled spread over seeds of 2 recipes' change against their plain run, 0.81" in said
-    assert f"95% for the family (Bonferroni over 2 recipes): {quantile(2):.2f} for the dev " \
-        f"set's part alone, {quantile(2, direct.effective):.2f} for the training's alone" in said
+    assert f"95% for the family (Bonferroni over 2 recipes): {quantile(2, direct.effective):.2f} " \
+        f"for the training's estimate alone, falling toward {quantile(2):.2f}" in said
     assert "nan" not in said
     reversed_order = recipes.over_seeds(R.summary(runs.iloc[::-1]))[0]
     assert list(reversed_order.seed_list) == ["1, 2"] * 3
+
+
+def test_recipe_sentences_follow_task_and_seed_with_their_basis_after_them():
+    from effx.transkimmer import recipes
+    two = pd.concat([pd.DataFrame(_recipe_runs()),
+                     pd.DataFrame(_recipe_runs(seed=2, kd=(20, 30), frozen=700))])
+    said = recipes.compare(R.summary(two.iloc[::-1]))[1]             # input order reversed
+    assert said.index("seed 1:") < said.index("seed 2:") < said.index("Margins:")
+    assert said.count("Margins:") == 1                                # once for the task
+    one_fewer = two[~((two.seed == 2) & (two.frozen_epochs == 0.5))]  # seed 2: one recipe
+    said = recipes.compare(R.summary(one_fewer))[1]
+    assert said.count("Margins:") == 2 and "Bonferroni over 2 recipes" in said
+    assert said.index("seed 1:") < said.index("Bonferroni over 2") < said.index("seed 2:")
 
 
 def test_the_training_noise_is_the_larger_of_the_recipes_own_spread_and_the_proxy():

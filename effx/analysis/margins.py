@@ -86,7 +86,7 @@ def combined(sampling_low: float, sampling_high: float, train_sd: float,
     if not np.isfinite(sampling_low):
         return np.nan, np.nan, np.nan, np.nan
     if not np.isfinite(train_sd):
-        return sampling_low, sampling_high, np.inf, np.inf
+        return float(sampling_low), float(sampling_high), np.inf, np.inf
     if not train_dof > 0:
         raise ValueError(f"combined: train_dof must be a positive number of degrees of freedom "
                          f"with train_sd {train_sd}, got {train_dof}")

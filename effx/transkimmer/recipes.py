@@ -13,6 +13,8 @@ the family of recipes compared, Bonferroni: ``effx.analysis.margins``).
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
@@ -27,8 +29,9 @@ def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     its change against its reference ('delta': the equal-budget baseline of its seed where
     recorded), and against the plain run in points ('change', with 'change_se' from both noise
     sources, accuracy only: 'change_se_low' the larger source alone, 'change_se' both in
-    quadrature) and in FLOPs speedup ('flops_change', a ratio); then one sentence per plain run,
-    and what the judgement rests on once for the runs that share it. 'margin_low' and 'margin'
+    quadrature) and in FLOPs speedup ('flops_change', a ratio); then one sentence per plain run
+    (by task, lambda and seed), what the judgement rests on after the task's last sentence (or
+    after each run of sentences that share it). 'margin_low' and 'margin'
     are 'change_se_low' and 'change_se' times their t quantiles (``margins``, 95% for the family
     of recipes compared with that plain run): a change counts beyond both, is within the noise
     inside both, and at its edge between. Where the training's part is the direct estimate, a
@@ -38,8 +41,9 @@ def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     if tk.empty:
         return pd.DataFrame(), NO_RUN
     noise = {task: training_sd(summ, task) for task in tk.task.unique()}
-    rows, said = [], {}
-    for p, others in families(tk):
+    rows, said = [], []
+    for p, others in sorted(families(tk), key=lambda f: (f[0].task, f[0].skim_lambda,
+                                                         f[0].seed, f[0].setting)):
         k = len(others)
         family = [_row(p, p, noise[p.task], k)] + [_row(r, p, noise[p.task], k)
                                                    for _, r in others.iterrows()]
@@ -47,8 +51,10 @@ def compare(summ: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         all_paired = all(paired(r, p) for _, r in others.iterrows())
         basis = (f"No standard error of a change in {p.metric} is computed."
                  if p.metric != "accuracy" else _basis(k, all_paired, noise[p.task]))
-        said.setdefault(basis, []).append(_sentence(p, family[1:]))
-    return pd.DataFrame(rows), " ".join(" ".join(s + [b]) for b, s in said.items()) or NO_RUN
+        said.append(((p.task, basis), _sentence(p, family[1:])))
+    text = [" ".join([s for _, s in run] + [key[1]])
+            for key, run in itertools.groupby(said, key=lambda ks: ks[0])]
+    return pd.DataFrame(rows), " ".join(text) or NO_RUN
 
 
 def _row(r: pd.Series, p: pd.Series, noise: Noise, k: int) -> dict:
@@ -82,7 +88,7 @@ def _sentence(p: pd.Series, others: list[dict]) -> str:
 def _judged(r) -> str:
     """' ± se (margin m) to se (margin m), beyond / within / at the edge of the noise' for a row
     with a change, its standard errors and their margins ('' without an error)."""
-    if not np.isfinite(r["change_se"]):
+    if not (np.isfinite(r["change_se"]) and np.isfinite(r["change"])):
         return ""
     low = f"{r['change_se_low']:.1f} (margin {r['margin_low']:.1f})"
     high = f"{r['change_se']:.1f} (margin {r['margin']:.1f})"
@@ -180,10 +186,10 @@ def _margins_said(k: int, noise: Noise) -> str:
         return (f"Margins: {quantile(k):.2f} standard errors of the dev set's sampling alone, "
                 f"the normal quantile, 95% for the family{family}.")
     return ("Margins: a standard error times the t quantile of its degrees of freedom, 95% for "
-            f"the family{family}: {quantile(k):.2f} for the dev set's part alone, "
-            f"{quantile(k, noise.dof):.2f} for the training's alone, between for the two "
-            "together (Welch-Satterthwaite); a change beyond both margins counts, one inside "
-            "both is within the noise.")
+            f"the family{family}: {quantile(k, noise.dof):.2f} for the training's estimate "
+            f"alone, falling toward {quantile(k):.2f} as the dev set's sampling takes a larger "
+            "share (Welch-Satterthwaite); a change beyond both margins counts, one inside both "
+            "is within the noise.")
 
 
 def _basis(k: int, all_paired: bool, noise: Noise) -> str:
