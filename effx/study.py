@@ -154,9 +154,11 @@ class Study:
 
     def __reduce__(self):
         """Pickled by reference (module name): the worker process imports the study's module.
-        Its parameter checks are closures, which pickle cannot carry by value."""
+        Its parameter checks are closures, which pickle cannot carry by value. Modules are read
+        through their namespace: a lazy module's ``__getattr__`` (transformers') imports on
+        demand, and once failed on a missing optional package (torchvision)."""
         for name, module in list(sys.modules.items()):
-            if getattr(module, "STUDY", None) is self:
+            if getattr(module, "__dict__", {}).get("STUDY") is self:
                 return _load_study, (name,)
         raise TypeError(f"study {self.name!r} is not the STUDY of an imported module")
 

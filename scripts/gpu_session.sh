@@ -1,32 +1,81 @@
 #!/usr/bin/env bash
-# What a session with a lent GPU runs there (device tool, from the repo root), in one call:
-#   bash scripts/gpu_session.sh [SECONDS]        (default 540: one 9-minute call)
-# Most important first, results written as they come (a call cut short keeps what it measured):
-#   1. the compiled Triton kernels against the dense float64 reference, on the GPU;
-#   2. the kernel benchmarks (Triton vs FlexAttention vs dense SDPA), JSON per kernel;
-#   3. every study's `gpu` profile, in the registry's GPU order (effx.study.Study.gpu_priority),
-#      until the time is up: `python -m effx.pipeline plan --profile gpu` estimates it beforehand.
-# Results go straight to $OUT/gpu/ (the device tool brings $OUT back; without it data/results/gpu/).
-# Copy them into data/results/gpu/ and commit them: every later `make book` shows them.
+# What a session with a lent GPU runs there (device tool, from the repo root), in one call or more:
+#   bash scripts/gpu_session.sh [SECONDS] [STEP ...]        (default: 540 s, every step below)
+# Steps, in the order given (default: kernels, then every study's `gpu` profile in the registry's
+# GPU order, effx.study.Study.gpu_priority, then benchmarks), until the time is up:
+#   kernels       the compiled Triton kernels (and Transkimmer's model on CUDA) against float64
+#                 references, on the GPU;
+#   benchmarks    the kernel benchmarks (Triton vs FlexAttention vs dense SDPA), JSON per kernel;
+#   STUDY         the study's `gpu` profile (`python -m effx.pipeline plan --profile gpu` estimates
+#                 it beforehand); units already recorded are skipped, so a second call resumes;
+#   smoke:STUDY   the study at its `tiny` profile on CUDA (extra `-p` options: $EFFX_SMOKE_ARGS),
+#                 a minute's check that its GPU path runs before the long call.
+# Results are written as they come: to $EFFX_RESULTS_DIR (default /tmp/effx_gpu under the device
+# tool, else data/results), each result file copied flat into $OUT/gpu/ every 15 s (the tool
+# brings back at most 8 files, none deeper than two folders), so a call cut short keeps what it
+# measured. Checkpoints stay out of $OUT. Copy $OUT/gpu/* into data/results/gpu/ and commit them:
+# every later `make book` shows them.
 set -uo pipefail
 budget=${1:-540}
+shift $(( $# > 0 ? 1 : 0 ))
+steps=("$@")
 start=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - start) )); }
+cap() { local l; l=$(left); echo $(( l < $1 ? l : $1 )); }      # a step's limit: at most $1 s
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-export EFFX_RESULTS_DIR="${OUT:-$PWD/data/results}"
-mkdir -p "$EFFX_RESULTS_DIR/gpu"
-log="$EFFX_RESULTS_DIR/gpu/session.log"
+if [ -n "${OUT:-}" ]; then
+  export EFFX_RESULTS_DIR="${EFFX_RESULTS_DIR:-/tmp/effx_gpu}"
+  back="$OUT/gpu"
+else
+  export EFFX_RESULTS_DIR="${EFFX_RESULTS_DIR:-$PWD/data/results}"
+  back=""
+fi
+export EFFX_CHECKPOINT_DIR="${EFFX_CHECKPOINT_DIR:-$EFFX_RESULTS_DIR/checkpoints}"
+results="$EFFX_RESULTS_DIR/gpu"
+mkdir -p "$results" ${back:+"$back"}
+log="$results/session.log"
+sync_back() {   # the files worth bringing back, flat (the tool takes 8 at most)
+  [ -n "$back" ] || return 0
+  for f in "$log" "$results"/*_kernel.json "$results"/runs.jsonl "$results"/*.jsonl; do
+    [ -f "$f" ] && cp -f "$f" "$back/" 2>/dev/null
+  done
+  return 0
+}
+if [ -n "$back" ]; then ( while sleep 15; do sync_back; done ) & syncer=$!; fi
+trap 'sync_back; [ -n "${syncer:-}" ] && kill "$syncer" 2>/dev/null' EXIT
+if [ ${#steps[@]} -eq 0 ]; then
+  mapfile -t studies < <(python3 -c "from effx.studies import registry
+print('\n'.join(n for n, s in sorted(registry().items(), key=lambda kv: kv[1].gpu_priority or 0)
+                if s.gpu_priority is not None))")
+  steps=(kernels "${studies[@]}" benchmarks)
+fi
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU here'" || exit 2
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
-} | tee "$log"
-timeout 120 python3 -m pytest -q -rs tests/test_sliding_window_kernel.py tests/test_block_sparse.py \
-  -k "gpu or compiled" 2>&1 | tail -25 | tee -a "$log"
-for bench in benchmarks/*_kernel.py; do
-  name=$(basename "$bench" .py)
-  timeout $(( $(left) < 150 ? $(left) : 150 )) python3 "$bench" --out "$EFFX_RESULTS_DIR/gpu/$name.json" 2>&1 \
-    | tail -30 | tee -a "$log"
+{ date -u +"%F %T UTC"; nvidia-smi --query-gpu=name,driver_version,memory.total,utilization.gpu --format=csv
+  python3 -c "import torch, triton, transformers as t; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', t.__version__)"
+  echo "steps: ${steps[*]}; budget ${budget} s"
+} 2>&1 | tee "$log"
+for step in "${steps[@]}"; do
+  [ "$(left)" -gt 20 ] || { echo "== out of time before: $step" | tee -a "$log"; break; }
+  echo "== $step ($(left) s left)" | tee -a "$log"
+  case "$step" in
+    kernels)
+      timeout "$(cap 150)" python3 -m pytest -v -rs -p no:cacheprovider \
+        tests/test_transkimmer_model.py tests/test_sliding_window_kernel.py tests/test_block_sparse.py \
+        -k "gpu or compiled or cuda" 2>&1 | grep -E "PASS|FAIL|ERROR|SKIP|passed|failed|Error" \
+        | tail -60 | tee -a "$log" ;;
+    benchmarks)
+      for bench in benchmarks/*_kernel.py; do
+        name=$(basename "$bench" .py)
+        timeout "$(cap 150)" python3 "$bench" --out "$results/$name.json" 2>&1 | tail -30 | tee -a "$log"
+      done ;;
+    smoke:*)
+      # shellcheck disable=SC2086
+      timeout "$(cap 180)" python3 -m effx.pipeline measure --profile tiny --only "${step#smoke:}" \
+        -p device cuda ${EFFX_SMOKE_ARGS:-} 2>&1 | tail -40 | tee -a "$log" ;;
+    *)
+      timeout "$(left)" python3 -m effx.pipeline measure --profile gpu --only "$step" 2>&1 \
+        | tail -60 | tee -a "$log" ;;
+  esac
+  sync_back
 done
-echo "== studies, $(left) s left" | tee -a "$log"
-timeout "$(left)" python3 -m effx.pipeline measure --profile gpu 2>&1 | tail -60 | tee -a "$log"
 echo "== done in $(( $(date +%s) - start )) s" | tee -a "$log"

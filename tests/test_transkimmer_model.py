@@ -16,6 +16,11 @@ from effx.transkimmer.removal import received_attention, skim_forward_removed
 from effx.transkimmer.topk import flops_fraction, keep_counts, ratio_for_target, topk_forward
 
 
+#: the invariances that the GPU path must keep too (run there by scripts/gpu_session.sh)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                reason="no CUDA GPU here"))]
+
+
 def tiny_bert(seed=0, layers=3):
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=61, hidden_size=30, num_hidden_layers=layers, num_attention_heads=5,
@@ -59,11 +64,12 @@ def test_keeping_every_token_is_the_plain_encoder(variant):
     torch.testing.assert_close(removed.hidden[real], ref[real], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("lengths", [(23, 11, 5), (23, 23, 23), (7,)])
-def test_removal_equals_masking(lengths):
+def test_removal_equals_masking(lengths, device):
     bert = tiny_bert(layers=4)
-    ids, mask, types = batch(B=len(lengths), lengths=lengths)
-    m = skimming(bert)
+    ids, mask, types = (t.to(device) for t in batch(B=len(lengths), lengths=lengths))
+    m = skimming(bert).to(device)
     masked = m(ids, mask, types)
     removed = skim_forward_removed(m, ids, mask, types)
     real = mask.bool()
@@ -94,10 +100,11 @@ def test_cls_always_kept_and_masks_cumulative():
     assert int(skim_forward_removed(m, ids, mask, types).width_per_layer[0]) == 1
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", ["fixed", "paper"])
-def test_predictor_gradients_flow_straight_through(variant):
-    m = skimming(tiny_bert(), variant).train()
-    ids, mask, types = batch()
+def test_predictor_gradients_flow_straight_through(variant, device):
+    m = skimming(tiny_bert(), variant).train().to(device)
+    ids, mask, types = (t.to(device) for t in batch())
     out = m(ids, mask, types)
     (out.logits.sum() + out.skim_fraction).backward()
     for p in m.predictors:
@@ -213,10 +220,11 @@ def test_the_first_layers_of_minilm_leave_cls_blind_to_the_input():
     assert t.loc["spread", "relative to all layers"] > 0.3
 
 
-def test_topk_keeps_its_k_most_attended_tokens():
+@pytest.mark.parametrize("device", DEVICES)
+def test_topk_keeps_its_k_most_attended_tokens(device):
     lengths = (23, 11, 5)
-    m = SkimBert(tiny_bert(layers=4), 2, skim=False).double().eval()
-    ids, mask, types = batch(lengths=lengths)
+    m = SkimBert(tiny_bert(layers=4), 2, skim=False).double().eval().to(device)
+    ids, mask, types = (t.to(device) for t in batch(lengths=lengths))
     ratio, layers = 0.6, (1, 3)
     out = topk_forward(m, ids, mask, types, ratio=ratio, prune_layers=layers)
     for b, n in enumerate(lengths):
