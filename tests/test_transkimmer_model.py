@@ -269,3 +269,17 @@ def test_topk_flops_match_the_target():
 def test_job_variants_are_the_model_variants():
     from effx.transkimmer.jobs import VARIANTS as JOB_VARIANTS
     assert set(JOB_VARIANTS) == set(VARIANTS)
+
+
+@pytest.mark.parametrize("lengths", [(23, 11, 5), (23, 23, 23)])
+@pytest.mark.parametrize("skim", [True, False])
+def test_removal_with_padding_beyond_the_longest_example(skim, lengths):
+    """Columns of padding past the longest example (a batch padded to a fixed width) are masked,
+    whether the batch shrinks or not."""
+    m = skimming(tiny_bert(layers=4))
+    ids, mask, types = batch(B=len(lengths), T=30, lengths=lengths)
+    masked = m(ids, mask, types, skim=skim)
+    removed = skim_forward_removed(m, ids, mask, types, skim=skim)
+    real = mask.bool()
+    torch.testing.assert_close(removed.hidden[real], masked.hidden[real], rtol=0, atol=1e-10)
+    torch.testing.assert_close(removed.logits, masked.logits, rtol=0, atol=1e-10)

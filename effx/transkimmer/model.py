@@ -41,8 +41,10 @@ VARIANTS = ("paper", "fixed")
 # -- attention functions: (q, k, v (B, H, T, D), valid (B, T) bool, keep (B, T) float | None,
 #    dropout p) -> (B, H, T, D) --------------------------------------------------------------
 def sdpa_attention(q, k, v, valid, keep=None, dropout_p=0.0):
-    """Plain masked softmax attention over valid keys (keep must be None: nothing skimmed)."""
-    mask = None if valid is None or bool(valid.all()) else valid[:, None, None, :]
+    """Plain masked softmax attention over valid keys (keep must be None: nothing skimmed).
+    Callers pass ``valid=None`` when every key is valid, having read that from the device once
+    per forward (or per width change), not once per layer: the kernel then runs unmasked."""
+    mask = None if valid is None else valid[:, None, None, :]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
 
 
@@ -152,8 +154,9 @@ class SkimBert(nn.Module):
         valid = attention_mask.bool()                                   # (B, T) real tokens
         h = self.embed(input_ids, token_type_ids)
         if not skim:
+            every = None if bool(valid.all()) else valid                # one host read
             for layer in self.layers:
-                h = bert_layer(layer, h, valid)
+                h = bert_layer(layer, h, every)
             return SkimOutput(self.head(h), h, [], h.new_zeros(()))
         attention = ATTENTION[self.variant]
         # paper: pads start "kept" and are scored; fixed: pads are never kept

@@ -43,9 +43,18 @@ Select = Callable[..., "torch.Tensor | None"]
 
 
 def _write(out, h, pos, rows):
-    """out[b, pos[b, j]] = h[b, j] wherever rows[b, j]."""
-    b, j = rows.nonzero(as_tuple=True)
-    out[b, pos[b, j]] = h[b, j]
+    """out[b, pos[b, j]] = h[b, j] wherever rows[b, j]; out (B, T, ...), pos distinct per row. A
+    scatter of the old or the new value: no host read (a boolean index would wait for the
+    device to say how many rows)."""
+    idx = pos.reshape(*pos.shape, *(1,) * (out.dim() - 2)).expand(*pos.shape, *out.shape[2:])
+    rows = rows.reshape(*rows.shape, *(1,) * (out.dim() - 2))
+    out.scatter_(1, idx, torch.where(rows, h, out.gather(1, idx)))
+
+
+def _bounds(counts: torch.Tensor) -> tuple[int, int]:
+    """(fewest, most) live tokens of the batch: the one host read a layer needs (its width)."""
+    low, high = torch.stack([counts.min(), counts.max()]).tolist()
+    return int(low), int(high)
 
 
 def received_attention(store: dict):
@@ -74,16 +83,17 @@ def gathered_forward(model: SkimBert, input_ids, attention_mask=None, token_type
     pos = torch.arange(T, device=h.device).expand(B, T)             # original position of each slot
     counts, widths, store = [], [], {}
     dropped_at = torch.where(alive, len(model.layers), 0)
+    fewest = None                                                   # read when first needed
     for i, layer in enumerate(model.layers):
         d = None if select is None else select(i, h, alive, lengths, store.get("received"))
         if d is not None:
             d = d.clone()
             d[:, 0] = True                                          # CLS (slot 0 stays CLS)
-            _write(out, h, pos, alive & ~d)                         # dropped now: frozen output
-            gone = (alive & ~d).nonzero(as_tuple=True)
-            dropped_at[gone[0], pos[gone]] = i
+            dropped = alive & ~d
+            _write(out, h, pos, dropped)                            # dropped now: frozen output
+            _write(dropped_at, torch.full_like(pos, i), pos, dropped)
             alive = alive & d
-            width = int(alive.sum(1).max())
+            fewest, width = _bounds(alive.sum(1))
             if width < h.shape[1]:
                 # survivors first, original order kept (stable sort on "not alive")
                 order = torch.argsort((~alive).to(torch.int8), dim=1, stable=True)[:, :width]
@@ -93,7 +103,10 @@ def gathered_forward(model: SkimBert, input_ids, attention_mask=None, token_type
         widths.append(h.shape[1])
         store.clear()
         attention = received_attention(store) if i + 1 in needs_received else sdpa_attention
-        h = bert_layer(layer, h, alive, None, attention)
+        if fewest is None:
+            fewest, width = _bounds(alive.sum(1))
+        every = fewest == h.shape[1]                                # no slot to mask
+        h = bert_layer(layer, h, None if every else alive, None, attention)
     _write(out, h, pos, alive)
     return RemovalOutput(model.head(out), out, torch.stack(counts), widths, dropped_at)
 

@@ -1,0 +1,62 @@
+"""The GPU run beside the CPU's (effx.transkimmer.devices), on the committed records, and the
+operator counts that explain it."""
+import numpy as np
+import pytest
+
+from effx.results import ResultStore
+from effx.transkimmer import devices as D
+from effx.transkimmer.measure import plain_forward, removal_forward
+from effx.transkimmer.removal import skim_forward_removed
+from tests.test_transkimmer_model import batch, skimming, tiny_bert
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    gpu, cpu = ResultStore("transkimmer_glue", "gpu"), ResultStore("transkimmer_glue", "full")
+    if not (gpu.exists() and cpu.exists()):
+        pytest.skip("the committed gpu and full runs are not here")
+    return D.side_by_side(gpu.table(), cpu.table()), D.device_name(gpu.table())
+
+
+def test_every_gpu_job_stands_beside_the_cpus_same_job(pairs):
+    frame, device = pairs
+    assert "H200" in device
+    assert set(frame.method) >= {"baseline", "transkimmer", "baseline_continued"}
+    assert not frame[["value_gpu", "value_cpu", "flops_speedup_cpu"]].isna().any().any()
+    assert (frame.seed == 0).all() and frame.setting.is_unique
+
+
+def test_wall_clock_speedups_agree_with_the_times_they_come_from(pairs):
+    frame, _ = pairs
+    tk = frame[frame.method == "transkimmer"]
+    for side in ("gpu", "cpu"):                # median of paired ratios vs ratio of medians
+        for b in ("b1", "b32"):
+            ratio = tk[f"ref_ms_{b}_{side}"] / tk[f"ms_{b}_{side}"]
+            np.testing.assert_allclose(tk[f"wall_{b}_{side}"], ratio, rtol=0.15)
+
+
+def test_the_sentences_quote_the_frame(pairs):
+    frame, device = pairs
+    text = D.sentences(frame, device)
+    tk = frame[frame.method == "transkimmer"]
+    assert device in text and f"{tk.wall_b1_gpu.min():.2f}" in text
+    assert f"{tk.delta_gpu.max():+.1f}" in text
+    said = "slower, not faster" in text
+    assert said == bool(tk[["wall_b1_gpu", "wall_b32_gpu"]].max().max() < 1)
+    faster = frame.assign(wall_b1_gpu=2.0, wall_b32_gpu=3.0)
+    assert "): faster." in D.sentences(faster, device)
+    assert "no Transkimmer result" in D.sentences(frame[frame.method == "baseline"], device)
+
+
+def test_removal_reads_the_device_once_per_layer_and_the_plain_encoder_once():
+    """The token-removal path must not stall a GPU more than it must: one read per layer, the
+    width of the next one (boolean indexing would add a wait per layer); the plain encoder one
+    read per forward. Operators: removal costs more of them than it saves at these sizes."""
+    m = skimming(tiny_bert(layers=4))
+    ids, mask, types = batch()
+    plain_ops, plain_reads = D.dispatches(plain_forward(m), ids, mask, types)
+    removal_ops, removal_reads = D.dispatches(removal_forward(m), ids, mask, types)
+    assert plain_reads == 1 and removal_reads == 4
+    assert removal_ops > 1.5 * plain_ops > 0
+    unskimmed = D.dispatches(lambda *a: skim_forward_removed(m, *a, skim=False), ids, mask, types)
+    assert unskimmed[1] == 1
