@@ -160,3 +160,26 @@ def test_the_teacher_pass_reports_its_eta_and_is_cached(minilm2, tmp_path):
     teacher_logits(model, more, tmp_path / "u.pt", log=said.append, log_every_s=0)
     assert [s.split(": ", 1)[1].split(",")[0] for s in said[1:]] == ["batch 1/4", "batch 2/4", "batch 3/4"]
     assert all("ETA " in s for s in said[1:])
+
+
+
+@pytest.mark.parametrize("every_s, saved_steps", [(1e9, []), (0.0, [1, 2])])
+def test_a_non_finite_loss_stops_the_stage_naming_its_step_before_any_checkpoint(
+        minilm2, tmp_path, monkeypatch, every_s, saved_steps):
+    """The host reads the losses every few steps (each read stalls a GPU); a NaN among them still
+    stops the stage with the step it appeared at (read there at step 5, the curve's), and no
+    checkpoint holds it (with a checkpoint due every step, steps 1 and 2 are saved, 3 is not)."""
+    import effx.transkimmer.train as T
+    model, data, stage = _tiny_stage(minilm2)
+    original, calls, saved = T.task_loss, [], []
+
+    def poisoned(logits, labels):
+        calls.append(1)
+        loss = original(logits, labels)
+        return loss * float("nan") if len(calls) == 3 else loss
+    monkeypatch.setattr(T, "task_loss", poisoned)
+    monkeypatch.setattr(T, "save_atomic", lambda obj, path: saved.append(obj["step"]))
+    with pytest.raises(FloatingPointError, match="at step 3$"):
+        T.train_stage(model, data, stage, state_path=tmp_path / "s.pt", log=lambda m: None,
+                      checkpoint_every_s=every_s, curve_every=5)
+    assert saved == saved_steps

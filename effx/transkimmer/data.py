@@ -70,8 +70,16 @@ def collate(data: Encoded, index, device="cpu", pad_to: int | None = None) -> di
         types[row, :n] = torch.tensor(data.token_type_ids[i])
         mask[row, :n] = 1
     labels = torch.as_tensor(data.labels[index])
-    return {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-            "token_type_ids": types.to(device), "labels": labels.to(device)}
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
+    return {k: to_device(v, device) for k, v in batch.items()}
+
+
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device`; to a GPU from pinned memory, asynchronously (a copy from pageable
+    memory waits for everything queued on the GPU before it)."""
+    if torch.device(device).type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
 
 
 def _cut(order, batch_size: int) -> list[list[int]]:

@@ -6,7 +6,9 @@ encoder, 2 = what follows it (Transkimmer, or the baseline trained on for the sa
 history) written atomically, and resumes from the last one: a stage stopped at any point and
 resumed ends with exactly the weights of a stage run straight through (same machine and thread
 count), because batches are a function of (seed, stage, epoch) and the torch RNG (dropout, Gumbel
-noise) is restored with the step.
+noise) is restored with the step. The host reads each step's values (losses, kept fractions)
+every ``curve_every`` steps and before a log line or a checkpoint, not every step: on a GPU each
+read makes the queue drain, and a small model's steps are then as slow as their launches.
 
 Loss = task loss (or (1 - a) task + a distillation from the baseline's logits) + lambda x skim
 fraction (see ``loss.py``). An optional last phase (``frozen_epochs``) freezes the skim decisions,
@@ -26,6 +28,7 @@ import torch
 
 from effx.runner.progress import eta
 from effx.transkimmer.data import Encoded, collate, encode, epoch_batches  # noqa: F401 (re-export)
+from effx.transkimmer.data import to_device
 from effx.transkimmer.loss import distill_loss, task_loss
 from effx.transkimmer.model import SkimBert
 
@@ -102,9 +105,26 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _kept_per_layer(out, valid: torch.Tensor) -> list[float]:
-    n = valid.sum()
-    return [float((k.detach() * valid).sum() / n) for k in out.keep]
+def _step_values(loss, task, out, valid: torch.Tensor, layers: int) -> torch.Tensor:
+    """(loss, task loss, kept fraction of the real tokens per layer) of one step, on the device:
+    read by the host only every few steps (each read makes a GPU's queue drain)."""
+    dtype = loss.dtype
+    if out.keep:
+        n = valid.sum()
+        kept = torch.stack([(k.detach() * valid).sum() / n for k in out.keep]).to(dtype)
+    else:
+        kept = torch.ones(layers, dtype=dtype, device=loss.device)
+    return torch.cat([loss.detach().reshape(1), task.detach().reshape(1).to(dtype), kept])
+
+
+def _read(pending: list[torch.Tensor], first_step: int, label: str) -> list[tuple]:
+    """The host's view of the pending steps' values: (loss, task loss, per-layer kept) each, the
+    floats ``.item()`` would give; a non-finite loss stops the stage, naming its step."""
+    rows = torch.stack(pending).tolist() if pending else []
+    for j, row in enumerate(rows):
+        if not math.isfinite(row[0]):
+            raise FloatingPointError(f"{label}: loss is {row[0]} at step {first_step + j + 1}")
+    return [(row[0], row[1], row[2:]) for row in rows]
 
 
 def _set_frozen(model: SkimBert, frozen: bool) -> None:
@@ -151,6 +171,7 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         hist["resumed_at"].append(start)
         log(f"{label}: resuming at step {start}/{steps}")
     t_run = t_log = t_ckpt = time.perf_counter()
+    pending, last = [], (float("nan"), float("nan"), [float("nan")])   # device values not yet read
     for step in range(start, steps):
         if step == frozen_at and step > 0:
             _set_frozen(model, True)
@@ -161,7 +182,8 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         tl = task_loss(out.logits, b["labels"])
         loss = tl
         if teacher is not None and stage.distill > 0:
-            kd = distill_loss(out.logits, teacher[index].to(device), stage.distill_temperature)
+            kd = distill_loss(out.logits, to_device(teacher[index], device),
+                              stage.distill_temperature)
             loss = (1 - stage.distill) * tl + stage.distill * kd
         if model.skim and not model.frozen_decisions and stage.skim_lambda:
             loss = loss + stage.skim_lambda * out.skim_fraction
@@ -170,11 +192,14 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], stage.clip)
         opt.step()
         sched.step()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"{label}: loss is {loss.item()} at step {step + 1}")
-        layers = _kept_per_layer(out, valid) if model.skim else [1.0] * len(model.layers)
-        acc.append((loss.item(), tl.item(), layers))
+        pending.append(_step_values(loss, tl, out, valid, len(model.layers)))
         done = step + 1
+        now = time.perf_counter()
+        due_log = now - t_log >= log_every_s or done == steps
+        due_ckpt = state_path is not None and done < steps and now - t_ckpt >= checkpoint_every_s
+        if len(acc) + len(pending) == curve_every or done == steps or due_log or due_ckpt:
+            acc += _read(pending, done - len(pending), label)
+            pending, last = [], acc[-1]
         if len(acc) == curve_every or done == steps:
             hist["step"].append(done)
             hist["loss"].append(float(np.mean([a[0] for a in acc])))
@@ -184,8 +209,7 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
             hist["kept"].append(float(per_layer.mean()))
             hist["lr"].append(float(sched.get_last_lr()[0]))
             acc = []
-        now = time.perf_counter()
-        if state_path is not None and done < steps and now - t_ckpt >= checkpoint_every_s:
+        if due_ckpt:
             save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(),
                          "scheduler": sched.state_dict(), "step": done, "stage": asdict(stage),
                          "acc": acc,
@@ -193,10 +217,11 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
                          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                          "history": hist, "elapsed_s": elapsed + now - t_run}, Path(state_path))
             t_ckpt = time.perf_counter()
-        if now - t_log >= log_every_s or done == steps:
+        if due_log:
+            last_loss, _, layers = last
             rate = (now - t_run) / (done - start)
             log(f"{label}: step {done}/{steps} ({steps - done} left), {rate:.2f} s/step, "
-                f"{eta(now - t_run, done - start, steps - start)}, loss {loss.item():.3f}, "
+                f"{eta(now - t_run, done - start, steps - start)}, loss {last_loss:.3f}, "
                 f"kept {float(np.mean(layers)):.2f}")
             t_log = now
         if on_step is not None:
