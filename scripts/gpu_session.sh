@@ -11,10 +11,10 @@
 #   smoke:STUDY   the study at its `tiny` profile on CUDA (extra `-p` options: $EFFX_SMOKE_ARGS),
 #                 a minute's check that its GPU path runs before the long call.
 # Results are written as they come: to $EFFX_RESULTS_DIR (default /tmp/effx_gpu under the device
-# tool, else data/results), each result file copied flat into $OUT/gpu/ every 15 s (the tool
-# brings back at most 8 files, none deeper than two folders), so a call cut short keeps what it
-# measured. Checkpoints stay out of $OUT. Copy $OUT/gpu/* into data/results/gpu/ and commit them:
-# every later `make book` shows them.
+# tool, else data/results). Every 15 s, and after each step, the profile's result files go back as
+# one archive, $OUT/gpu/results.tar (replaced whole: the tool brings back 8 files at most), beside
+# $OUT/gpu/session.log, so that a call cut short keeps what it measured. Checkpoints stay out of
+# $OUT. Unpack the archive into data/results/gpu/ and commit it: every later `make book` shows it.
 set -uo pipefail
 budget=${1:-540}
 shift $(( $# > 0 ? 1 : 0 ))
@@ -34,24 +34,33 @@ export EFFX_CHECKPOINT_DIR="${EFFX_CHECKPOINT_DIR:-$EFFX_RESULTS_DIR/checkpoints
 results="$EFFX_RESULTS_DIR/gpu"
 mkdir -p "$results" ${back:+"$back"}
 log="$results/session.log"
-sync_back() {   # the files worth bringing back, flat (the tool takes 8 at most)
+sync_back() {   # the profile's result files, as one archive replaced whole, and the log
   [ -n "$back" ] || return 0
-  for f in "$log" "$results"/*_kernel.json "$results"/runs.jsonl "$results"/*.jsonl; do
-    [ -f "$f" ] && cp -f "$f" "$back/" 2>/dev/null
-  done
+  local files
+  files=$(cd "$results" && ls -- *.jsonl *.json 2>/dev/null)
+  if [ -n "$files" ]; then
+    # shellcheck disable=SC2086
+    tar -C "$results" -cf "$back/results.tar.part" $files \
+      && mv -f "$back/results.tar.part" "$back/results.tar"
+  fi
+  cp -f "$log" "$back/" 2>/dev/null
   return 0
 }
-if [ -n "$back" ]; then ( while sleep 15; do sync_back; done ) & syncer=$!; fi
+if [ -n "$back" ]; then   # its own output to /dev/null: a sleeping child must not hold the call's
+  ( exec >/dev/null 2>&1; while sleep 15; do sync_back; done ) & syncer=$!
+fi
 trap 'sync_back; [ -n "${syncer:-}" ] && kill "$syncer" 2>/dev/null' EXIT
 if [ ${#steps[@]} -eq 0 ]; then
   mapfile -t studies < <(python3 -c "from effx.studies import registry
-print('\n'.join(n for n, s in sorted(registry().items(), key=lambda kv: kv[1].gpu_priority or 0)
-                if s.gpu_priority is not None))")
+order = sorted(registry().items(), key=lambda kv: kv[1].gpu_priority or 0)
+print('\n'.join(n for n, s in order if s.gpu_priority is not None))")
   steps=(kernels "${studies[@]}" benchmarks)
 fi
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU here'" || exit 2
-{ date -u +"%F %T UTC"; nvidia-smi --query-gpu=name,driver_version,memory.total,utilization.gpu --format=csv
-  python3 -c "import torch, triton, transformers as t; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', t.__version__)"
+{ date -u +"%F %T UTC"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,utilization.gpu --format=csv
+  python3 -c "import torch, triton, transformers as t
+print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', t.__version__)"
   echo "steps: ${steps[*]}; budget ${budget} s"
 } 2>&1 | tee "$log"
 for step in "${steps[@]}"; do
@@ -59,14 +68,17 @@ for step in "${steps[@]}"; do
   echo "== $step ($(left) s left)" | tee -a "$log"
   case "$step" in
     kernels)
-      timeout "$(cap 150)" python3 -m pytest -v -rs -p no:cacheprovider \
-        tests/test_transkimmer_model.py tests/test_sliding_window_kernel.py tests/test_block_sparse.py \
+      # ~45 s a compiled kernel case on an H200 (the autotuner compiles 12 variants per shape)
+      timeout "$(cap 240)" python3 -m pytest -v -rs -p no:cacheprovider \
+        tests/test_transkimmer_model.py tests/test_sliding_window_kernel.py \
+        tests/test_block_sparse.py \
         -k "gpu or compiled or cuda" 2>&1 | grep -E "PASS|FAIL|ERROR|SKIP|passed|failed|Error" \
         | tail -60 | tee -a "$log" ;;
     benchmarks)
       for bench in benchmarks/*_kernel.py; do
         name=$(basename "$bench" .py)
-        timeout "$(cap 150)" python3 "$bench" --out "$results/$name.json" 2>&1 | tail -30 | tee -a "$log"
+        timeout "$(cap 150)" python3 "$bench" --out "$results/$name.json" 2>&1 | tail -30 \
+          | tee -a "$log"
       done ;;
     smoke:*)
       # shellcheck disable=SC2086

@@ -162,7 +162,6 @@ def test_the_teacher_pass_reports_its_eta_and_is_cached(minilm2, tmp_path):
     assert all("ETA " in s for s in said[1:])
 
 
-
 @pytest.mark.parametrize("every_s, saved_steps", [(1e9, []), (0.0, [1, 2])])
 def test_a_non_finite_loss_stops_the_stage_naming_its_step_before_any_checkpoint(
         minilm2, tmp_path, monkeypatch, every_s, saved_steps):

@@ -77,7 +77,7 @@ def collate(data: Encoded, index, device="cpu", pad_to: int | None = None) -> di
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
     """A host tensor on `device`; to a GPU from pinned memory, asynchronously (a copy from pageable
     memory waits for everything queued on the GPU before it)."""
-    if torch.device(device).type != "cuda":
+    if torch.device(device).type != "cuda" or t.device.type != "cpu":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
 

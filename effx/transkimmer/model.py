@@ -146,15 +146,20 @@ class SkimBert(nn.Module):
         return torch.where(is_cls, torch.ones((), dtype=d.dtype, device=d.device), d)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None,
-                skim: bool | None = None) -> SkimOutput:
-        """input_ids (B, T); ``skim=False`` runs the plain encoder (the baseline's cost)."""
+                skim: bool | None = None, padded: bool | None = None) -> SkimOutput:
+        """input_ids (B, T); ``skim=False`` runs the plain encoder (the baseline's cost).
+        ``padded``: whether some row holds padding, when the caller knows it on the host (a
+        batch's lengths); None: the plain encoder reads it from the device, once. Only the plain
+        encoder uses it (unmasked attention when nothing is padded)."""
         skim = self.skim if skim is None else skim and self.skim
         if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+            attention_mask, padded = torch.ones_like(input_ids), False
         valid = attention_mask.bool()                                   # (B, T) real tokens
         h = self.embed(input_ids, token_type_ids)
         if not skim:
-            every = None if bool(valid.all()) else valid                # one host read
+            if padded is None:
+                padded = not bool(valid.all())                          # one host read
+            every = valid if padded else None
             for layer in self.layers:
                 h = bert_layer(layer, h, every)
             return SkimOutput(self.head(h), h, [], h.new_zeros(()))

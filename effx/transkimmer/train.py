@@ -146,7 +146,8 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
     resumable state lives (resumed from when present; left in place, the caller removes it once
     the stage's result is saved). on_step(step) runs after each step (tests use it to interrupt)."""
     model.to(device).train()
-    batches = stage.batches(data.lengths)
+    lengths = data.lengths
+    batches = stage.batches(lengths)
     steps, frozen_at = len(batches), stage.frozen_from(len(batches), len(data))
     torch.manual_seed(stage.torch_seed())
     _set_frozen(model, False)
@@ -178,7 +179,8 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         index = batches[step]
         b = collate(data, index, device)
         valid = b["attention_mask"].to(torch.float32)
-        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"],   # padded: the
+                    padded=bool(np.ptp(lengths[index]) > 0))                    # host knows
         tl = task_loss(out.logits, b["labels"])
         loss = tl
         if teacher is not None and stage.distill > 0:
@@ -200,6 +202,7 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         if len(acc) + len(pending) == curve_every or done == steps or due_log or due_ckpt:
             acc += _read(pending, done - len(pending), label)
             pending, last = [], acc[-1]
+            now = time.perf_counter()                                   # the queue drained
         if len(acc) == curve_every or done == steps:
             hist["step"].append(done)
             hist["loss"].append(float(np.mean([a[0] for a in acc])))
