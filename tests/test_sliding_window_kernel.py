@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,6 +103,17 @@ def test_autotune_key_includes_the_length():
     """A config tuned at one T must not be reused at another."""
     for fn in (kernel._fwd_kernel, kernel._bwd_dkdv_kernel, kernel._bwd_dq_kernel):
         assert "T" in fn.keys
+
+
+@pytest.mark.parametrize("autotune, n", [("1", 4), ("0", 1)])
+def test_autotuning_can_be_switched_off_for_checks(autotune, n):
+    """EFFX_TRITON_AUTOTUNE=0 (the GPU session's kernel checks): one configuration per kernel."""
+    code = ("import effx.kernels.sliding_window_triton as k; "
+            "print([len(c) for c in (k.FWD_CONFIGS, k.DKDV_CONFIGS, k.DQ_CONFIGS)])")
+    env = {**os.environ, "EFFX_TRITON_AUTOTUNE": autotune, "TRITON_INTERPRET": "0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == str([n] * 3)
 
 
 def test_benchmark_interpret_smoke(tmp_path):

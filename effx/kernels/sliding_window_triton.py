@@ -34,6 +34,10 @@ import triton.language as tl
 LOG2E = 1.4426950408889634  # log2(e): softmax in base 2 uses exp2
 MAX_HEAD_DIM = 256
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+#: EFFX_TRITON_AUTOTUNE=0: each kernel's last (smallest) GPU configuration alone, no autotuning,
+#: for correctness checks (on an H200 the autotuner's 12 compilations per new shape took ~45 s a
+#: test case)
+AUTOTUNE = os.environ.get("EFFX_TRITON_AUTOTUNE", "1") != "0"
 
 # ---------------------------------------------------------------------------------------------
 # Configurations. On a GPU a small autotune (configs that do not fit are pruned by Triton as
@@ -46,7 +50,7 @@ def _configs(pairs):
     if INTERPRET:
         return [triton.Config({"BLOCK_M": pairs[0][0], "BLOCK_N": pairs[0][1]})]
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
-            for m, n, w, s in pairs[1:]]
+            for m, n, w, s in (pairs[1:] if AUTOTUNE else pairs[-1:])]
 
 
 # first entry: the interpreter's config; the rest: GPU candidates (BLOCK_M, BLOCK_N, warps, stages)
