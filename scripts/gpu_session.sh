@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # What a session with a lent GPU runs there (device tool, from the repo root), in one call or more:
 #   bash scripts/gpu_session.sh [SECONDS] [STEP ...]        (default: 540 s, every step below)
-# Steps, in the order given (default: kernels, then every study's `gpu` profile in the registry's
-# GPU order, effx.study.Study.gpu_priority, then benchmarks), until the time is up:
+# Steps, in the order given (default: kernels, studies, benchmarks), until the time is up:
 #   kernels       the compiled Triton kernels (and Transkimmer's model on CUDA) against float64
 #                 references, on the GPU;
+#   studies       every study's `gpu` profile, in the pipeline's GPU order (Study.gpu_priority);
+#   STUDY         one study's `gpu` profile (`python -m effx.pipeline plan --profile gpu`
+#                 estimates them beforehand); units already recorded are skipped, so a second call
+#                 resumes;
 #   benchmarks    the kernel benchmarks (Triton vs FlexAttention vs dense SDPA), JSON per kernel;
-#   STUDY         the study's `gpu` profile (`python -m effx.pipeline plan --profile gpu` estimates
-#                 it beforehand); units already recorded are skipped, so a second call resumes;
 #   smoke:STUDY   the study at its `tiny` profile on CUDA (extra `-p` options: $EFFX_SMOKE_ARGS),
 #                 a minute's check that its GPU path runs before the long call.
 # Results are written as they come: to $EFFX_RESULTS_DIR (default /tmp/effx_gpu under the device
@@ -50,12 +51,7 @@ if [ -n "$back" ]; then   # its own output to /dev/null: a sleeping child must n
   ( exec >/dev/null 2>&1; while sleep 15; do sync_back; done ) & syncer=$!
 fi
 trap 'sync_back; [ -n "${syncer:-}" ] && kill "$syncer" 2>/dev/null' EXIT
-if [ ${#steps[@]} -eq 0 ]; then
-  mapfile -t studies < <(python3 -c "from effx.studies import registry
-order = sorted(registry().items(), key=lambda kv: kv[1].gpu_priority or 0)
-print('\n'.join(n for n, s in order if s.gpu_priority is not None))")
-  steps=(kernels "${studies[@]}" benchmarks)
-fi
+[ ${#steps[@]} -gt 0 ] || steps=(kernels studies benchmarks)
 python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU here'" || exit 2
 { date -u +"%F %T UTC"
   nvidia-smi --query-gpu=name,driver_version,memory.total,utilization.gpu --format=csv
@@ -84,8 +80,9 @@ for step in "${steps[@]}"; do
       # shellcheck disable=SC2086
       timeout "$(cap 180)" python3 -m effx.pipeline measure --profile tiny --only "${step#smoke:}" \
         -p device cuda ${EFFX_SMOKE_ARGS:-} 2>&1 | tail -40 | tee -a "$log" ;;
-    *)
-      timeout "$(left)" python3 -m effx.pipeline measure --profile gpu --only "$step" 2>&1 \
+    *)  # `studies`: all of them, in the pipeline's order
+      only=(--only "$step"); [ "$step" = studies ] && only=()
+      timeout "$(left)" python3 -m effx.pipeline measure --profile gpu "${only[@]}" 2>&1 \
         | tail -60 | tee -a "$log" ;;
   esac
   sync_back

@@ -3,6 +3,7 @@ operator counts that explain it."""
 import numpy as np
 import pytest
 
+from effx.profiling import count_dispatches
 from effx.results import ResultStore
 from effx.transkimmer import devices as D
 from effx.transkimmer.measure import plain_forward, removal_forward
@@ -54,9 +55,11 @@ def test_removal_reads_the_device_once_per_layer_and_the_plain_encoder_once():
     read per forward. Operators: removal costs more of them than it saves at these sizes."""
     m = skimming(tiny_bert(layers=4))
     ids, mask, types = batch()
-    plain_ops, plain_reads = D.dispatches(plain_forward(m), ids, mask, types)
-    removal_ops, removal_reads = D.dispatches(removal_forward(m), ids, mask, types)
+    plain_ops, plain_reads = count_dispatches(lambda: plain_forward(m)(ids, mask, types))
+    removal_ops, removal_reads = count_dispatches(lambda: removal_forward(m)(ids, mask, types))
     assert plain_reads == 1 and removal_reads == 4
     assert removal_ops > 1.5 * plain_ops > 0
-    unskimmed = D.dispatches(lambda *a: skim_forward_removed(m, *a, skim=False), ids, mask, types)
+    unskimmed = count_dispatches(lambda: skim_forward_removed(m, ids, mask, types, skim=False))
     assert unskimmed[1] == 1
+    known = count_dispatches(lambda: m(ids, mask, types, skim=False, padded=True))
+    assert known[1] == 0                                  # the caller knew: no read

@@ -58,7 +58,8 @@ def load_split(task: str, split: str, tokenizer, max_length: int = 128, subset: 
 
 
 def collate(data: Encoded, index, device="cpu", pad_to: int | None = None) -> dict:
-    """Batch of examples `index`, padded to the longest of them (or to `pad_to`)."""
+    """Batch of examples `index`, padded to the longest of them (or to `pad_to`); its tensors on
+    `device`, and ``padded`` (bool, known here on the host: a model need not ask the device)."""
     index = list(index)
     width = max(max(len(data.input_ids[i]) for i in index), pad_to or 0)
     ids = torch.full((len(index), width), data.pad_id, dtype=torch.long)
@@ -71,7 +72,8 @@ def collate(data: Encoded, index, device="cpu", pad_to: int | None = None) -> di
         mask[row, :n] = 1
     labels = torch.as_tensor(data.labels[index])
     batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
-    return {k: to_device(v, device) for k, v in batch.items()}
+    return {**{k: to_device(v, device) for k, v in batch.items()},
+            "padded": any(len(data.input_ids[i]) < width for i in index)}
 
 
 def to_device(t: torch.Tensor, device) -> torch.Tensor:

@@ -2,88 +2,31 @@
 runs (``full``) of the same jobs, and why token removal that saves FLOPs can still lose time.
 
 ``side_by_side`` pairs every job of the GPU run with the CPU's job of the same task, method,
-setting and seed; ``dispatches`` counts the operators a forward sends to the device and the host
-reads among them (what makes a GPU wait for the CPU), the quantities that set the time of a
-small model on a GPU, where each operator costs microseconds of launch whatever its size.
+setting and seed; ``removal_overhead`` counts the operators and host reads of one forward
+(``effx.profiling.count_dispatches``), the quantities that set the time of a small model on a
+GPU, where each operator costs microseconds of launch whatever its size.
 """
 from __future__ import annotations
-
-import collections
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
-from effx.transkimmer.report import jobs_frame, setting, summary
+from effx.profiling import count_dispatches
+from effx.transkimmer.report import summary
 
 MATCH = ["task", "method", "setting", "seed"]
-TIMES = ["ms_b1", "ms_b32", "ref_ms_b1", "ref_ms_b32"]
-COLUMNS = ["value", "delta", "kept", "flops_speedup", "wall_b1", "wall_b32", *TIMES]
-#: operators after which the host holds a value computed on the device
-HOST_READS = frozenset({"aten._local_scalar_dense.default", "aten.nonzero.default",
-                        "aten.item.default", "aten.equal.default"})
-
-
-def per_example_ms(table: pd.DataFrame) -> pd.DataFrame:
-    """Median milliseconds per example of every timed job at batch 1 and batch 32 (length-sorted):
-    ``ms_*`` the job's own forward (the plain encoders' timed alone), ``ref_ms_*`` its reference
-    timed in alternation with it (the ratio of the two is the wall-clock speedup)."""
-    wide = jobs_frame(table)
-    rows = []
-    for _, r in wide.iterrows():
-        side = "reference" if r.job.method in ("baseline", "baseline_continued") else "method"
-        rows.append({"task": r.task, "method": r.job.method, "setting": setting(r.job),
-                     "seed": r.job.seed,
-                     **{f"ms_{b}": 1000 * r.get(f"time_{side}_{b}", np.nan) for b in ("b1", "b32")},
-                     **{f"ref_ms_{b}": 1000 * r.get(f"time_reference_{b}", np.nan)
-                        for b in ("b1", "b32")}})
-    return pd.DataFrame(rows, columns=MATCH + TIMES)
-
-
-def _measured(table: pd.DataFrame) -> pd.DataFrame:
-    s = summary(table)
-    if s.empty:
-        return pd.DataFrame(columns=MATCH + COLUMNS)
-    return s.merge(per_example_ms(table), on=MATCH, how="left")[MATCH + COLUMNS]
+COLUMNS = ["value", "delta", "kept", "flops_speedup", "wall_b1", "wall_b32",
+           "ms_b1", "ms_b32", "ref_ms_b1", "ref_ms_b32"]
 
 
 def side_by_side(gpu: pd.DataFrame, cpu: pd.DataFrame) -> pd.DataFrame:
     """Every job of the GPU run (result tables as ``ResultStore.table()`` gives them), its columns
     suffixed ``_gpu``, beside the CPU's same job (``_cpu``; empty where the CPU has none)."""
-    return _measured(gpu).merge(_measured(cpu), on=MATCH, how="left", suffixes=("_gpu", "_cpu"))
-
-
-class _Dispatches(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops[str(func)] += 1
-        return func(*args, **(kwargs or {}))
-
-
-class _ListReads(TorchFunctionMode):
-    """Counts ``Tensor.tolist`` calls: a host read that a CPU tensor serves without dispatching."""
-    def __init__(self):
-        super().__init__()
-        self.count = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        self.count += func is torch.Tensor.tolist
-        return func(*args, **(kwargs or {}))
-
-
-def dispatches(forward, *args) -> tuple[int, int]:
-    """(operators, host reads) of one call ``forward(*args)``, without gradients: the operators
-    PyTorch's dispatcher sees (each a kernel launch on a GPU) and, among them or beside them,
-    the reads that make a GPU wait for the host (scalar reads, boolean indexing, ``tolist``)."""
-    with torch.no_grad(), _ListReads() as lists, _Dispatches() as mode:
-        forward(*args)
-    reads = sum(n for op, n in mode.ops.items() if op in HOST_READS)
-    return sum(mode.ops.values()), reads + lists.count
+    def measured(table):
+        s = summary(table)
+        return s[MATCH + COLUMNS] if len(s) else pd.DataFrame(columns=MATCH + COLUMNS)
+    return measured(gpu).merge(measured(cpu), on=MATCH, how="left", suffixes=("_gpu", "_cpu"))
 
 
 def sentences(pairs: pd.DataFrame, device: str) -> str:
@@ -142,7 +85,7 @@ def removal_overhead(encoder: str = "minilm", task: str = "SST-2", example: int 
     rows = []
     for name, forward in (("plain encoder (the baseline)", plain_forward(model)),
                           ("Transkimmer, tokens removed", removal_forward(model))):
-        ops, reads = dispatches(forward, *args)
+        ops, reads = count_dispatches(lambda: forward(*args))
         rows.append({"forward": name, "operators": ops, "host reads": reads})
     out = pd.DataFrame(rows).set_index("forward")
     out["operators vs baseline"] = out.operators / out.operators.iloc[0]

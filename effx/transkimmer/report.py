@@ -92,8 +92,8 @@ def setting(job: Job) -> str:
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per job: its main metric (x100) against its references (x100, same seed), the
     dev set's binomial standard error of accuracy (tasks scored by accuracy or F1 + accuracy),
-    FLOPs and wall-clock speedups over the unpadded baseline (1 for the plain encoder itself),
-    kept fraction, and what padding alone would have shown."""
+    FLOPs and wall-clock speedups over the unpadded baseline (1 for the plain encoder itself) with
+    the per-example times behind them, kept fraction, and what padding alone would have shown."""
     wide = jobs_frame(table)
     if wide.empty:
         return pd.DataFrame()
@@ -112,6 +112,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         keeps = [c for c in r.index if str(c).startswith("keep_l") and present(r[c])]
         n, p, acc = get(r, "info_dev_examples"), get(r, m), get(r, "accuracy")
         plain = job.method in ("baseline", "baseline_continued")
+        own = "reference" if plain else "method"                        # whose times are its own
         rows.append({
             "task": r.task, "method": job.method, "setting": setting(job), "seed": job.seed,
             "group": _id({k: v for k, v in job.key().items() if k != "seed"}),
@@ -131,6 +132,11 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
             "wall_b1": 1.0 if plain else get(r, "speedup_b1"),
             "wall_b32": 1.0 if plain else get(r, "speedup_b32"),
             "wall_random_b32": 1.0 if plain else get(r, "speedup_random_b32"),
+            # median ms per example: the job's own forward (a plain encoder's is its reference,
+            # timed alone), and its reference's, timed in alternation with it
+            "ms_b1": 1000 * get(r, f"time_{own}_b1"), "ms_b32": 1000 * get(r, f"time_{own}_b32"),
+            "ref_ms_b1": 1000 * get(r, "time_reference_b1"),
+            "ref_ms_b32": 1000 * get(r, "time_reference_b32"),
             "padding_flops": get(r, f"flops_pad{job.max_length}") / get(r, "flops_reference"),
             "padding_flops_random_b32": get(r, "flops_random_b32") / get(r, "flops_reference"),
             "padding_wall_b32": get(base, f"padding_pad{job.max_length}_b32"),

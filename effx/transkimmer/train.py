@@ -105,26 +105,25 @@ def save_atomic(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _step_values(loss, task, out, valid: torch.Tensor, layers: int) -> torch.Tensor:
-    """(loss, task loss, kept fraction of the real tokens per layer) of one step, on the device:
-    read by the host only every few steps (each read makes a GPU's queue drain)."""
-    dtype = loss.dtype
+def _step_values(loss, task, out, valid: torch.Tensor) -> torch.Tensor:
+    """(loss, task loss, kept fraction of the real tokens per layer when skimming) of one step,
+    on the device: read by the host only every few steps (each read makes a GPU's queue drain)."""
+    values = [loss.detach(), task.detach().to(loss.dtype)]
     if out.keep:
         n = valid.sum()
-        kept = torch.stack([(k.detach() * valid).sum() / n for k in out.keep]).to(dtype)
-    else:
-        kept = torch.ones(layers, dtype=dtype, device=loss.device)
-    return torch.cat([loss.detach().reshape(1), task.detach().reshape(1).to(dtype), kept])
+        values += [((k.detach() * valid).sum() / n).to(loss.dtype) for k in out.keep]
+    return torch.stack(values)
 
 
-def _read(pending: list[torch.Tensor], first_step: int, label: str) -> list[tuple]:
-    """The host's view of the pending steps' values: (loss, task loss, per-layer kept) each, the
-    floats ``.item()`` would give; a non-finite loss stops the stage, naming its step."""
+def _read(pending: list[torch.Tensor], first_step: int, label: str, layers: int) -> list[tuple]:
+    """The host's view of the pending steps' values: (loss, task loss, per-layer kept; 1.0 each
+    without skimming) each, the floats ``.item()`` would give; a non-finite loss stops the stage,
+    naming its step."""
     rows = torch.stack(pending).tolist() if pending else []
     for j, row in enumerate(rows):
         if not math.isfinite(row[0]):
             raise FloatingPointError(f"{label}: loss is {row[0]} at step {first_step + j + 1}")
-    return [(row[0], row[1], row[2:]) for row in rows]
+    return [(row[0], row[1], row[2:] or [1.0] * layers) for row in rows]
 
 
 def _set_frozen(model: SkimBert, frozen: bool) -> None:
@@ -146,8 +145,7 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
     resumable state lives (resumed from when present; left in place, the caller removes it once
     the stage's result is saved). on_step(step) runs after each step (tests use it to interrupt)."""
     model.to(device).train()
-    lengths = data.lengths
-    batches = stage.batches(lengths)
+    batches = stage.batches(data.lengths)
     steps, frozen_at = len(batches), stage.frozen_from(len(batches), len(data))
     torch.manual_seed(stage.torch_seed())
     _set_frozen(model, False)
@@ -179,8 +177,7 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         index = batches[step]
         b = collate(data, index, device)
         valid = b["attention_mask"].to(torch.float32)
-        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"],   # padded: the
-                    padded=bool(np.ptp(lengths[index]) > 0))                    # host knows
+        out = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], padded=b["padded"])
         tl = task_loss(out.logits, b["labels"])
         loss = tl
         if teacher is not None and stage.distill > 0:
@@ -194,13 +191,13 @@ def train_stage(model: SkimBert, data: Encoded, stage: Stage, *, state_path: Pat
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], stage.clip)
         opt.step()
         sched.step()
-        pending.append(_step_values(loss, tl, out, valid, len(model.layers)))
+        pending.append(_step_values(loss, tl, out, valid))
         done = step + 1
         now = time.perf_counter()
         due_log = now - t_log >= log_every_s or done == steps
         due_ckpt = state_path is not None and done < steps and now - t_ckpt >= checkpoint_every_s
         if len(acc) + len(pending) == curve_every or done == steps or due_log or due_ckpt:
-            acc += _read(pending, done - len(pending), label)
+            acc += _read(pending, done - len(pending), label, len(model.layers))
             pending, last = [], acc[-1]
             now = time.perf_counter()                                   # the queue drained
         if len(acc) == curve_every or done == steps:
