@@ -207,11 +207,33 @@ def test_the_wall_clock_unit_says_how_closely_its_weights_match_the_recorded_run
     def gap(earlier):
         (record,) = study.execute(unit, {"threads": 1}, Context(earlier, _quiet, str(folder)))
         assert record.metrics["speedup_b32"]["value"] > 0
+        assert record.info["timed_forward"] == "logits only"        # records before: states
         return record.info["loss_curve_gap"]
     assert gap([{"info": {"seconds": 1.0}}, {"info": info}]) == 0.0    # the checkpoint of the record
     shifted = {"curves": {**info["curves"], "loss": [v + 0.01 for v in info["curves"]["loss"]]}}
     assert gap([{"info": shifted}]) == pytest.approx(0.01)            # weights of another run
     assert gap([]) is None                                            # nothing recorded to compare
+
+
+def test_the_removal_paths_unit_times_both_paths_against_the_plain_encoder(minilm2, straight):
+    """Only when asked, only for Transkimmer jobs; its speedups are the paired ratios of its times."""
+    from effx.studies import get_study
+    from effx.study import Context, Unit
+    study, (folder, _, _), job = get_study("transkimmer_glue"), straight, _tk(minilm2)
+    P = study.validate({"profile": "tiny", "references": ["baseline_continued"]})
+    assert not [u for u in study.units(P) if u.key.get("measure") == "removal_paths"]
+    asked = [u.key for u in study.units({**P, "removal_paths": True})
+             if u.key.get("measure") == "removal_paths"]
+    assert asked and {k["method"] for k in asked} == {"transkimmer"}
+    unit = Unit({**job.key(), "measure": "removal_paths"}, "removal paths")
+    (record,) = study.execute(unit, {"threads": 1}, Context([], _quiet, str(folder)))
+    m = record.metrics
+    for path in ("states", "logits"):
+        for b in ("b1", "b32"):
+            ratios = [r / t for r, t in zip(m[f"paths_reference_{b}"]["samples"],
+                                            m[f"paths_{path}_{b}"]["samples"])]
+            assert m[f"paths_speedup_{path}_{b}"]["samples"] == pytest.approx(ratios)
+            assert len(ratios) == job.timing_repeats and min(ratios) > 0
 
 
 def test_the_equal_budget_reference_can_be_trained_in_a_run_of_its_own():

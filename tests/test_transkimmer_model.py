@@ -82,10 +82,20 @@ def test_removal_equals_masking(lengths, device):
     keep = torch.stack(masked.keep).bool()                          # (L, B, T)
     first_skim = torch.where(keep.all(0), len(keep), (~keep).int().argmax(0))
     assert torch.equal(removed.dropped_at[real], first_skim[real])
-    # batch 1 (no padding at all) gives the same per-example result
+    # logits alone (states=False, what is timed): the same logits and counts, nothing else
+    lean = skim_forward_removed(m, ids, mask, types, states=False)
+    torch.testing.assert_close(lean.logits, masked.logits, rtol=0, atol=1e-10)
+    assert torch.equal(lean.tokens_per_layer, kept) and lean.width_per_layer == removed.width_per_layer
+    assert lean.hidden is None and lean.dropped_at is None
+    # batch 1 (no padding at all) gives the same per-example result, either way
     for b, n in enumerate(lengths):
-        one = skim_forward_removed(m, ids[b:b + 1, :n], mask[b:b + 1, :n], types[b:b + 1, :n])
+        args = ids[b:b + 1, :n], mask[b:b + 1, :n], types[b:b + 1, :n]
+        one = skim_forward_removed(m, *args)
         torch.testing.assert_close(one.hidden[0], masked.hidden[b, :n], rtol=0, atol=1e-10)
+        lean = skim_forward_removed(m, *args, states=False)
+        torch.testing.assert_close(lean.logits, masked.logits[b:b + 1], rtol=0, atol=1e-10)
+        assert torch.equal(lean.tokens_per_layer, kept[:, b:b + 1])
+        assert lean.tokens_per_layer.device == kept.device
 
 
 def test_cls_always_kept_and_masks_cumulative():
@@ -238,9 +248,14 @@ def test_topk_keeps_its_k_most_attended_tokens(device):
         score[0] = float("inf")
         expected = set(torch.topk(score, k).indices.tolist())
         assert set(torch.nonzero(out.dropped_at[b, :n] > 1)[:, 0].tolist()) == expected
-        one = topk_forward(m, ids[b:b + 1, :n], mask[b:b + 1, :n], types[b:b + 1, :n],
-                           ratio=ratio, prune_layers=layers)       # batch 1: the same result
-        torch.testing.assert_close(one.logits[0], out.logits[b], rtol=0, atol=1e-10)
+        args = ids[b:b + 1, :n], mask[b:b + 1, :n], types[b:b + 1, :n]
+        for states in (True, False):                               # batch 1: the same result
+            one = topk_forward(m, *args, ratio=ratio, prune_layers=layers, states=states)
+            torch.testing.assert_close(one.logits[0], out.logits[b], rtol=0, atol=1e-10)
+            assert one.tokens_per_layer[:, 0].tolist() == keep_counts(n, ratio, layers, 4)
+    lean = topk_forward(m, ids, mask, types, ratio=ratio, prune_layers=layers, states=False)
+    torch.testing.assert_close(lean.logits, out.logits, rtol=0, atol=1e-10)
+    assert torch.equal(lean.tokens_per_layer, out.tokens_per_layer)
 
 
 def test_topk_flops_match_the_target():

@@ -66,6 +66,9 @@ PARAMETERS = {
     "dev_subset": p.positive_int("dev examples evaluated (0: the whole dev set)", allow_zero=True,
                                  default=200),
     "wall_clock": p.flag("time every job against its reference (alone on the machine)", default=True),
+    "removal_paths": p.flag("also time each Transkimmer job's removal path writing every "
+                            "token's state back against the logits alone (alone on the machine)",
+                            default=False),
     "timing_examples": p.positive_int("dev examples timed per job", default=32),
     "timing_repeats": p.positive_int("alternating timing rounds", default=3),
     "device": p.device(),
@@ -164,8 +167,9 @@ def _cost(job: Job) -> float:
 
 
 def units(P: dict) -> list[Unit]:
-    """One unit per job (its own series, after the jobs it starts from), then its wall clock."""
-    out = []
+    """One unit per job (its own series, after the jobs it starts from), then its wall clock;
+    the removal paths' timings (when asked) after every job."""
+    out, last = [], []
     for job in jobs(P):
         series = json.dumps(job.key(), sort_keys=True)
         cost = _cost(job)
@@ -177,22 +181,30 @@ def units(P: dict) -> list[Unit]:
                             series=series, cost_s=job.timing_examples * job.timing_repeats / 64,
                             cpus=os.cpu_count() or 1,
                             gpus=int(P["device"] != "cpu")))
-    return out
+        if P["removal_paths"] and job.method == "transkimmer":
+            last.append(Unit({**job.key(), "measure": "removal_paths"},
+                             f"{job.label}: removal paths", series=series,
+                             cost_s=job.timing_examples * job.timing_repeats / 32,
+                             cpus=os.cpu_count() or 1, gpus=int(P["device"] != "cpu")))
+    return out + last
 
 
 def execute(unit: Unit, P: dict, ctx) -> list[Record]:
     from pathlib import Path
 
-    from effx.transkimmer.execute import loss_curve_gap, run_job, time_job, trained_model
+    from effx.transkimmer.execute import (loss_curve_gap, run_job, time_job, time_removal_paths,
+                                          trained_model)
     job = Job.from_key(unit.key)
     folder = Path(ctx.checkpoint_dir)
-    if unit.key.get("measure") == "wall_clock":
+    measure = unit.key.get("measure")
+    if measure in ("wall_clock", "removal_paths"):
         import torch
         torch.set_num_threads(P["threads"])
         # the weights may have been retrained since the job's record: the gap says how closely
         # they match it
         model, tokenizer, trained = trained_model(job, folder, log=ctx.log)
-        metrics, info = time_job(job, model, tokenizer, log=ctx.log)
+        timer = time_job if measure == "wall_clock" else time_removal_paths
+        metrics, info = timer(job, model, tokenizer, log=ctx.log)
         info["loss_curve_gap"] = loss_curve_gap(trained, ctx.earlier)
         return [Record(unit.key, "ok", metrics, info)]
     metrics, info = run_job(job, folder, log=ctx.log, timing=False)

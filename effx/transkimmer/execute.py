@@ -172,11 +172,11 @@ def _method_forwards(job: Job, model: SkimBert, tokenizer, log) -> tuple:
         log(f"{job.label}: keep ratio {ratio:.4f} per pruning point before layers {layers}: "
             f"{achieved:.3f} of the FLOPs on the training lengths")
 
-        def removed(*a):
-            return topk_forward(model, *a, ratio=ratio, prune_layers=layers)
+        def removed(*a, states=True):
+            return topk_forward(model, *a, ratio=ratio, prune_layers=layers, states=states)
 
         def fn(*a):
-            out = removed(*a)
+            out = removed(*a, states=False)
             return out.logits, out.tokens_per_layer
         return fn, removed, {"topk_ratio": ratio, "prune_layers": list(layers),
                              "topk_train_flops_fraction": achieved}
@@ -236,10 +236,27 @@ def time_job(job: Job, model: SkimBert, tokenizer, *, log: Callable = print) -> 
                          pad_lengths=(job.max_length,) if job.method == "baseline" else ())
     info = {"padded_fraction_random": times.pop("padded_fraction_random")[0],
             "timing_examples": sum(map(len, batches))}
+    if removed is not None:            # the records before this field timed states=True
+        info["timed_forward"] = "logits only"
     metrics = {f"time_{k}": metric(float(np.median(s)), "s/example", s) for k, s in times.items()}
     for k, s in M.speedups(times).items():
         metrics[k] = metric(float(np.median(s)), "x", s)
     return metrics, info
+
+
+def time_removal_paths(job: Job, model: SkimBert, tokenizer, *,
+                       log: Callable = print) -> tuple[dict, dict]:
+    """A Transkimmer job's removal path writing every token's state back against the logits alone,
+    each against the plain encoder (``measure.removal_paths``): metrics 'paths_*', (metrics, info).
+    Alone on the machine, as ``time_job``."""
+    from effx.results import metric
+    dev = load_split(job.task, "dev", tokenizer, job.max_length, job.dev_subset)
+    model.to(job.device).eval()
+    log(f"{job.label}: timing the removal paths, {job.timing_repeats} rounds")
+    times = M.removal_paths(model, dev, job.device, job.timing_examples, job.timing_repeats)
+    unit = lambda k: "x" if k.startswith("speedup_") else "s/example"  # noqa: E731
+    return ({f"paths_{k}": metric(float(np.median(s)), unit(k), s) for k, s in times.items()},
+            {"paths_examples": job.timing_examples})
 
 
 def measure_job(job: Job, model: SkimBert, tokenizer, *, log: Callable = print) -> tuple[dict, dict]:

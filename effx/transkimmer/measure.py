@@ -43,9 +43,12 @@ def plain_forward(model: SkimBert) -> Forward:
     return fn
 
 
-def removal_forward(model: SkimBert) -> Forward:
+def removal_forward(model: SkimBert, states: bool = False) -> Forward:
+    """Transkimmer with tokens removed. What is timed: the logits alone (``states=False``, since
+    2026-12-04; the wall clock recorded before that wrote every token's final state back in
+    place, ``states=True``: ``removal_paths`` measures the difference)."""
     def fn(ids, mask, types):
-        out = skim_forward_removed(model, ids, mask, types)
+        out = skim_forward_removed(model, ids, mask, types, states=states)
         return out.logits, out.tokens_per_layer
     return fn
 
@@ -157,32 +160,43 @@ def alternate(calls: dict[str, tuple[Callable, int]], device="cpu", repeats: int
     return samples
 
 
+def timing_sets(batches, batch_size: int = 32, b1_examples: int = 64) -> dict[str, list]:
+    """The example sets timed, from ``timing_batches``: 'b1' (`b1_examples` of the examples, evenly
+    spread over them, one per call: per-example calls dominate the cost of timing), 'b{B}' (the
+    length-sorted batches) and 'random_b{B}' (the same examples in random batches)."""
+    examples = [i for b in batches for i in b]
+    shuffled = np.random.default_rng(1).permutation(examples)
+    random = [shuffled[i:i + batch_size].tolist() for i in range(0, len(shuffled), batch_size)]
+    singles = [[i] for i in examples[::max(1, len(examples) // b1_examples)]]
+    return {"b1": singles, f"b{batch_size}": batches, f"random_b{batch_size}": random}
+
+
+def forward_calls(forwards: dict[str, Forward], data: Encoded, sets: dict[str, list],
+                  device="cpu") -> dict[str, tuple[Callable, int]]:
+    """'{forward}_{set}': a call running the forward over the set's batches, and its examples."""
+    calls = {}
+    for tag, bb in sets.items():
+        prepared, n = _prepared(data, bb, device), sum(map(len, bb))
+        calls.update({f"{name}_{tag}": (_runner(fn, prepared), n) for name, fn in forwards.items()})
+    return calls
+
+
 def wall_clock(fn: Forward | None, ref: Forward, data: Encoded, batches, device="cpu",
                repeats: int = 3, pad_lengths=(), batch_size: int = 32,
                b1_examples: int = 64) -> dict[str, list[float]]:
     """Per-example seconds per round: 'reference_b1', 'reference_b32' (length-sorted),
-    'reference_random_b32' (the same examples in random batches), the same three for 'method'
-    when `fn` is given, and 'pad{P}_b32' (reference padded to P: one batch, since a batch padded
-    to a fixed width costs the same whatever its examples). Batch 1 runs on `b1_examples` of the
-    examples, evenly spread over them (per-example calls dominate the cost of timing).
-    Paired ratios: see ``speedups``. `batches` come from ``timing_batches`` (of `batch_size`)."""
-    examples = [i for b in batches for i in b]
-    bs = batch_size
-    shuffled = np.random.default_rng(1).permutation(examples)
-    random = [shuffled[i:i + bs].tolist() for i in range(0, len(shuffled), bs)]
-    singles = [[i] for i in examples[::max(1, len(examples) // b1_examples)]]
-    sets = {"b1": singles, f"b{bs}": batches, f"random_b{bs}": random}
-    calls = {}
-    for tag, bb in sets.items():
-        prepared, n = _prepared(data, bb, device), sum(map(len, bb))
-        calls[f"reference_{tag}"] = (_runner(ref, prepared), n)
-        if fn is not None:
-            calls[f"method_{tag}"] = (_runner(fn, prepared), n)
+    'reference_random_b32' (the same examples in random batches: ``timing_sets``), the same three
+    for 'method' when `fn` is given, and 'pad{P}_b32' (reference padded to P: one batch, since a
+    batch padded to a fixed width costs the same whatever its examples). Paired ratios: see
+    ``speedups``. `batches` come from ``timing_batches`` (of `batch_size`)."""
+    sets = timing_sets(batches, batch_size, b1_examples)
+    forwards = {"reference": ref} if fn is None else {"reference": ref, "method": fn}
+    calls = forward_calls(forwards, data, sets, device)
     for p in pad_lengths:
-        calls[f"pad{p}_b{bs}"] = (_runner(ref, _prepared(data, batches[:1], device, pad_to=p)),
-                                  len(batches[0]))
+        calls[f"pad{p}_b{batch_size}"] = (_runner(ref, _prepared(data, batches[:1], device, pad_to=p)),
+                                          len(batches[0]))
     times = alternate(calls, device, repeats)
-    times["padded_fraction_random"] = [padded_tokens(data.lengths, random) /
+    times["padded_fraction_random"] = [padded_tokens(data.lengths, sets[f"random_b{batch_size}"]) /
                                        padded_tokens(data.lengths, batches)]
     return times
 
@@ -202,6 +216,31 @@ def speedups(times: dict[str, list[float]]) -> dict[str, list[float]]:
             base = times["reference_" + name.split("_")[1]]
             out["padding_" + name] = [p / u for p, u in zip(ref, base)]
     return out
+
+
+#: the forwards ``removal_paths`` times against the plain encoder: Transkimmer's removal path
+#: writing every token's final state back in place (what the wall clock timed before
+#: 2026-12-04), and computing the logits alone (what it times since)
+PATHS = {"states": True, "logits": False}
+
+
+def removal_paths(model: SkimBert, data: Encoded, device="cpu", examples: int = 256,
+                  repeats: int = 7, batch_size: int = 32) -> dict[str, list[float]]:
+    """Seconds per example per round of the plain encoder ('reference_b1', 'reference_b32') and of
+    each of ``PATHS`` ('states_b1', ...), timed in alternation on the same examples as a job's wall
+    clock (``timing_batches``, length-sorted; batch 1 on 64 of them), and the paired per-round
+    speedups over the plain encoder ('speedup_states_b1', ...)."""
+    batches = timing_batches(data.lengths, examples, batch_size)
+    sets = timing_sets(batches, batch_size)
+    sets.pop(f"random_b{batch_size}")
+    forwards = {"reference": plain_forward(model),
+                **{name: removal_forward(model, states) for name, states in PATHS.items()}}
+    times = alternate(forward_calls(forwards, data, sets, device), device, repeats)
+    for name in PATHS:
+        for tag in sets:
+            times[f"speedup_{name}_{tag}"] = [r / t for r, t in zip(times[f"reference_{tag}"],
+                                                                     times[f"{name}_{tag}"])]
+    return times
 
 
 @torch.no_grad()

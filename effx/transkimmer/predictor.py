@@ -57,6 +57,12 @@ def hard_gumbel_keep(logits: torch.Tensor, tau: float = 1.0,
     return _StraightThrough.apply(soft)          # argmax of the 2 classes, exactly 0/1; grad soft
 
 
+def keeps(logits: torch.Tensor) -> torch.Tensor:
+    """Deterministic decision for evaluation, as booleans (B, T): keep when the keep logit is not
+    below the skim logit."""
+    return logits[..., KEEP] >= logits[..., SKIM]
+
+
 def argmax_keep(logits: torch.Tensor) -> torch.Tensor:
-    """Deterministic decision for evaluation: keep when the keep logit is not below the skim logit."""
-    return (logits[..., KEEP] >= logits[..., SKIM]).to(logits.dtype)
+    """``keeps`` as 0/1 in the logits' dtype (the masked computation multiplies by it)."""
+    return keeps(logits).to(logits.dtype)

@@ -24,17 +24,18 @@ import torch
 import torch.nn.functional as F
 
 from effx.transkimmer.model import SkimBert, _probs, bert_layer, sdpa_attention
-from effx.transkimmer.predictor import argmax_keep
+from effx.transkimmer.predictor import keeps
 
 
 @dataclass
 class RemovalOutput:
     logits: torch.Tensor                # (B, C)
-    hidden: torch.Tensor                # (B, T, d): final state of every token, original order
     tokens_per_layer: torch.Tensor      # (L, B): real tokens each layer computed
     width_per_layer: list[int]          # padded width each layer actually ran at (batch cost)
-    dropped_at: torch.Tensor            # (B, T): first layer that no longer computed each token
-                                        # (L: computed by every layer; pads: 0)
+    hidden: torch.Tensor | None = None  # (B, T, d): final state of every token, original order
+    dropped_at: torch.Tensor | None = None   # (B, T): first layer that no longer computed each
+                                        # token (L: computed by every layer; pads: 0)
+                                        # (both None when the forward ran with states=False)
 
 
 # select(layer index, h (B, T', d), alive (B, T') bool, original lengths (B,),
@@ -53,7 +54,7 @@ def _write(out, h, pos, rows):
 
 def _bounds(counts: torch.Tensor) -> tuple[int, int]:
     """(fewest, most) live tokens of the batch: the one host read a layer needs (its width)."""
-    low, high = torch.stack([counts.min(), counts.max()]).tolist()
+    low, high = torch.stack(torch.aminmax(counts)).tolist()
     return int(low), int(high)
 
 
@@ -70,55 +71,79 @@ def received_attention(store: dict):
 
 @torch.no_grad()
 def gathered_forward(model: SkimBert, input_ids, attention_mask=None, token_type_ids=None,
-                     select: Select | None = None, needs_received=frozenset()) -> RemovalOutput:
+                     select: Select | None = None, needs_received=frozenset(),
+                     states: bool = True) -> RemovalOutput:
     """Evaluation forward where `select` drops tokens before each layer (None: plain encoder).
-    needs_received: layer indices whose `select` reads the previous layer's received attention."""
+    needs_received: layer indices whose `select` reads the previous layer's received attention.
+    states=False: the logits and token counts alone (what a classifier serves, and what the wall
+    clock times): dropped tokens' states are not written back, and at batch 1 the survivors are
+    found by one ``nonzero``, whose size is the next layer's width (the same one host read)."""
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     alive = attention_mask.bool()                                   # (B, T') slot holds a live token
     lengths = alive.sum(1)
     h = model.embed(input_ids, token_type_ids)                      # (B, T', d) packed states
-    out = h.clone()                                                 # pads keep their embedding
     B, T, _ = h.shape
     pos = torch.arange(T, device=h.device).expand(B, T)             # original position of each slot
+    cls = pos[:1] == 0                                              # (1, T): slot 0, CLS
+    single = B == 1 and not states
+    out = h.clone() if states else None                             # pads keep their embedding
+    dropped_at = torch.where(alive, len(model.layers), 0) if states else None
     counts, widths, store = [], [], {}
-    dropped_at = torch.where(alive, len(model.layers), 0)
+    count = lengths                                                 # live tokens per row (B,)
     fewest = None                                                   # read when first needed
     for i, layer in enumerate(model.layers):
         d = None if select is None else select(i, h, alive, lengths, store.get("received"))
         if d is not None:
-            d = d.clone()
-            d[:, 0] = True                                          # CLS (slot 0 stays CLS)
-            dropped = alive & ~d
-            _write(out, h, pos, dropped)                            # dropped now: frozen output
-            _write(dropped_at, torch.full_like(pos, i), pos, dropped)
+            d = d | cls[:, :h.shape[1]]                             # CLS (slot 0 stays CLS)
+            if states:
+                dropped = alive & ~d
+                _write(out, h, pos, dropped)                        # dropped now: frozen output
+                _write(dropped_at, torch.full_like(pos, i), pos, dropped)
             alive = alive & d
-            fewest, width = _bounds(alive.sum(1))
-            if width < h.shape[1]:
-                # survivors first, original order kept (stable sort on "not alive")
-                order = torch.argsort((~alive).to(torch.int8), dim=1, stable=True)[:, :width]
-                h = torch.gather(h, 1, order[..., None].expand(-1, -1, h.shape[-1]))
-                pos, alive = torch.gather(pos, 1, order), torch.gather(alive, 1, order)
-        counts.append(alive.sum(1))
+            if single:                                              # survivors, in order
+                order = alive[0].nonzero()[:, 0]                    # the read: its size
+                fewest = width = len(order)
+                if width < h.shape[1]:
+                    h, alive = h[:, order], alive[:, order]
+                count = width
+            else:
+                count = alive.sum(1)
+                fewest, width = _bounds(count)
+                if width < h.shape[1]:
+                    # survivors first, original order kept (stable sort, live slots first)
+                    order = torch.argsort(alive.to(torch.int8), dim=1, descending=True,
+                                          stable=True)[:, :width]
+                    h = torch.gather(h, 1, order[..., None].expand(-1, -1, h.shape[-1]))
+                    alive = torch.gather(alive, 1, order)
+                    if states:
+                        pos = torch.gather(pos, 1, order)
+        counts.append(count)
         widths.append(h.shape[1])
         store.clear()
         attention = received_attention(store) if i + 1 in needs_received else sdpa_attention
         if fewest is None:
-            fewest, width = _bounds(alive.sum(1))
+            fewest, _ = _bounds(count)
         every = fewest == h.shape[1]                                # no slot to mask
         h = bert_layer(layer, h, None if every else alive, None, attention)
+    if not states:
+        tokens = (torch.tensor([[int(c)] for c in counts], device=h.device) if single
+                  else torch.stack(counts))
+        return RemovalOutput(model.head(h), tokens, widths)
     _write(out, h, pos, alive)
-    return RemovalOutput(model.head(out), out, torch.stack(counts), widths, dropped_at)
+    return RemovalOutput(model.head(out), torch.stack(counts), widths, out, dropped_at)
 
 
 @torch.no_grad()
 def skim_forward_removed(model: SkimBert, input_ids, attention_mask=None,
-                         token_type_ids=None, skim: bool | None = None) -> RemovalOutput:
+                         token_type_ids=None, skim: bool | None = None,
+                         states: bool = True) -> RemovalOutput:
     """Transkimmer inference with real token removal (argmax decisions). Shapes as ``SkimBert``;
-    ``skim=False`` runs the plain encoder through the same code (the baseline)."""
+    ``skim=False`` runs the plain encoder through the same code (the baseline); ``states``: as
+    ``gathered_forward``."""
     skim = model.skim if skim is None else skim and model.skim
 
     def predictors(i, h, alive, lengths, received):
-        return argmax_keep(model.predictors[i](h)).bool()
+        return keeps(model.predictors[i](h))
     return gathered_forward(model, input_ids, attention_mask, token_type_ids,
-                            predictors if skim else None)
+                            predictors if skim else None, states=states)

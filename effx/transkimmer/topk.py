@@ -91,7 +91,9 @@ def topk_select(ratio: float, prune_layers: Sequence[int]):
 
 @torch.no_grad()
 def topk_forward(model: SkimBert, input_ids, attention_mask=None, token_type_ids=None, *,
-                 ratio: float, prune_layers: Sequence[int]) -> RemovalOutput:
-    """Inference of the plain encoder of `model` with top-k attention pruning. input_ids (B, T)."""
+                 ratio: float, prune_layers: Sequence[int], states: bool = True) -> RemovalOutput:
+    """Inference of the plain encoder of `model` with top-k attention pruning. input_ids (B, T);
+    ``states``: as ``gathered_forward``."""
     return gathered_forward(model, input_ids, attention_mask, token_type_ids,
-                            topk_select(ratio, prune_layers), needs_received=set(prune_layers))
+                            topk_select(ratio, prune_layers), needs_received=set(prune_layers),
+                            states=states)
