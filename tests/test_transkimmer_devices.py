@@ -69,3 +69,23 @@ def test_removal_reads_the_device_once_per_layer_and_the_plain_encoder_once():
     assert unskimmed[1] == 1
     known = count_dispatches(lambda: m(ids, mask, types, skim=False, padded=True))
     assert known[1] == 0                                  # the caller knew: no read
+
+
+def test_the_removal_paths_frame_reads_the_committed_timings_and_nothing_else_does():
+    from effx.transkimmer.report import jobs_frame
+    rec = ResultStore("transkimmer_glue", "recovery")
+    if not rec.exists():
+        pytest.skip("the committed recovery run is not here")
+    table = rec.table()
+    frame = D.removal_paths_frame(table)
+    timed = table[table.measure.eq("removal_paths") & table.metric.notna()]
+    job = ["task", "seed", "skim_lambda", "distill", "frozen_epochs"]
+    assert len(frame) == timed.groupby(job).ngroups > 0
+    for _, g in timed.groupby(job):                                     # gain: paired rounds
+        samples = g.set_index("metric").samples
+        gain = np.median(np.divide(samples["paths_states_b1"], samples["paths_logits_b1"]))
+        assert gain in set(frame.gain_b1)
+    text = D.removal_paths_sentences(frame, "CPU")
+    assert f"{frame.gain_b32.min():.2f}" in text and f"{frame.logits_b1.max():.2f}" in text
+    assert not any(str(c).startswith("paths_") for c in jobs_frame(table).columns)
+    assert "No removal-path timing" in D.removal_paths_sentences(frame.iloc[:0], "CPU")

@@ -13,7 +13,8 @@ import pandas as pd
 import torch
 
 from effx.profiling import count_dispatches
-from effx.transkimmer.report import summary
+from effx.transkimmer.jobs import Job
+from effx.transkimmer.report import setting, summary
 
 MATCH = ["task", "method", "setting", "seed"]
 COLUMNS = ["value", "delta", "kept", "flops_speedup", "wall_b1", "wall_b32",
@@ -95,3 +96,42 @@ def removal_overhead(encoder: str = "minilm", task: str = "SST-2", example: int 
     out["operators vs baseline"] = out.operators / out.operators.iloc[0]
     return out
 
+
+
+def removal_paths_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per job whose removal paths were timed (``measure.removal_paths``; a result table
+    as ``ResultStore.table()`` gives it): its speedups over the plain encoder at batch 1 and 32
+    with every state written back ('states_b1', ...) and with the logits alone ('logits_b1', ...),
+    medians of the paired rounds, and 'gain_b1' / 'gain_b32': the median over rounds of the
+    states path's time over the logits path's (above 1: the logits alone are faster)."""
+    if table.empty or "measure" not in table:
+        return pd.DataFrame()
+    rows = table[table.measure.eq("removal_paths") & table.status.eq("ok")]
+    out, by_job = [], {}
+    for _, r in rows.iterrows():
+        job = Job.from_key(r.dropna().to_dict())
+        by_job.setdefault(job, {})[r.metric] = r.samples
+    for job, m in by_job.items():
+        row = {"task": job.task, "setting": setting(job), "seed": job.seed}
+        for tag in ("b1", "b32"):
+            for path in ("states", "logits"):
+                row[f"{path}_{tag}"] = float(np.median(m[f"paths_speedup_{path}_{tag}"]))
+            row[f"gain_{tag}"] = float(np.median(np.divide(m[f"paths_states_{tag}"],
+                                                           m[f"paths_logits_{tag}"])))
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def removal_paths_sentences(frame: pd.DataFrame, device: str) -> str:
+    """What ``removal_paths_frame`` shows, from its numbers."""
+    if frame.empty:
+        return "*No removal-path timing recorded here yet (the study's `removal_paths` flag).*"
+
+    def span(col):
+        lo, hi = frame[col].min(), frame[col].max()
+        return f"{lo:.2f}x" if np.isclose(lo, hi, atol=0.005) else f"{lo:.2f}-{hi:.2f}x"
+    return (f"On the {device}, for {len(frame)} trained model(s), writing every token's state "
+            f"back took {span('gain_b1')} the time of computing the logits alone at batch 1 and "
+            f"{span('gain_b32')} at batch 32 (medians of paired rounds); against the plain encoder, "
+            f"the speedup went from {span('states_b1')} to {span('logits_b1')} at batch 1 and "
+            f"from {span('states_b32')} to {span('logits_b32')} at batch 32.")

@@ -5,7 +5,8 @@ only *masks* skimmed ones. ``gathered_forward`` instead asks a selection rule, b
 which tokens go on; the survivors of every sequence are gathered to the front (order preserved,
 CLS stays at position 0) and the batch is re-padded to the largest number of survivors in the
 batch; padded slots are masked out of attention. A dropped token's state is written once, at the
-position it came from, into the output buffer. At batch 1 there is no padding at all.
+position it came from, into the output buffer (``states=True``: traces and tests read it; what is
+timed computes the logits alone, ``states=False``). At batch 1 there is no padding at all.
 
 Two rules use it: Transkimmer's predictors (``skim_forward_removed``; equals the masked
 computation of the ``fixed`` variant, tested) and top-k attention pruning (``topk.py``), which

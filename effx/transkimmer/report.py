@@ -50,10 +50,12 @@ def _id(key: dict) -> str:
 
 def jobs_frame(table: pd.DataFrame) -> pd.DataFrame:
     """One row per job of this protocol with status 'ok': 'job' (the Job), 'id', one column per
-    metric, and the info columns."""
+    metric, and the info columns (of its own unit and its wall clock's; not its removal paths')."""
     if table.empty or "protocol" not in table:
         return pd.DataFrame()
     ok = table[(table.status == "ok") & (table.protocol == PROTOCOL)]
+    if "measure" in ok:                          # the removal paths' timings: devices.py reads them
+        ok = ok[ok.measure.ne("removal_paths")]
     rows = {}
     for _, r in ok.iterrows():
         job = Job.from_key(r.dropna().to_dict())
