@@ -1,12 +1,14 @@
 """The GPU run beside the CPU's (effx.transkimmer.devices), on the committed records, and the
 operator counts that explain it."""
+import itertools
+
 import numpy as np
 import pytest
 
 from effx.profiling import count_dispatches
 from effx.results import ResultStore
 from effx.transkimmer import devices as D
-from effx.transkimmer.measure import plain_forward, removal_forward
+from effx.transkimmer.measure import PATHS, plain_forward, removal_forward
 from effx.transkimmer.removal import skim_forward_removed
 from tests.test_transkimmer_model import batch, skimming, tiny_bert
 
@@ -58,8 +60,10 @@ def test_removal_reads_the_device_once_per_layer_and_the_plain_encoder_once():
     ids, mask, types = batch()
     plain_ops, plain_reads = count_dispatches(lambda: plain_forward(m)(ids, mask, types))
     lean_ops, lean_reads = count_dispatches(lambda: removal_forward(m)(ids, mask, types))
+    assert (lean_ops, lean_reads) == count_dispatches(
+        lambda: removal_forward(m, PATHS["logits"])(ids, mask, types))      # what is timed
     states_ops, states_reads = count_dispatches(
-        lambda: removal_forward(m, states=True)(ids, mask, types))
+        lambda: removal_forward(m, PATHS["states"])(ids, mask, types))
     assert plain_reads == 1 and lean_reads == states_reads == 4
     assert states_ops > 1.2 * lean_ops and lean_ops > 1.2 * plain_ops > 0
     n = int(mask[0].sum())                                 # batch 1: one read a layer as well
@@ -89,3 +93,19 @@ def test_the_removal_paths_frame_reads_the_committed_timings_and_nothing_else_do
     assert f"{frame.gain_b32.min():.2f}" in text and f"{frame.logits_b1.max():.2f}" in text
     assert not any(str(c).startswith("paths_") for c in jobs_frame(table).columns)
     assert "No removal-path timing" in D.removal_paths_sentences(frame.iloc[:0], "CPU")
+
+
+
+@pytest.mark.parametrize("group, expected", [
+    (1, ["a1", "b1", "c1", "a2", "b2", "c2"] * 3),
+    (3, ["a1", "b1", "c1", "a2", "b2", "c2",          # round 0 as given, then each set's three
+         "b1", "c1", "a1", "b2", "c2", "a2",          # forwards rotated by the round
+         "c1", "a1", "b1", "c2", "a2", "b2"])])
+def test_alternation_rotates_the_forwards_compared_on_one_set(group, expected):
+    from effx.transkimmer.measure import alternate
+    names = ("a1", "b1", "c1", "a2", "b2", "c2")
+    ran = []
+    calls = {name: (lambda name=name: ran.append(name), 1) for name in names}
+    samples = alternate(calls, repeats=3, group=group)
+    order = [name for name, _ in itertools.groupby(ran)]   # a call's warm-up runs next to it
+    assert order == expected and all(len(s) == 3 for s in samples.values())

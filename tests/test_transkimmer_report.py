@@ -100,6 +100,27 @@ def test_verdict_requires_a_real_wall_clock_speedup(flops, wall, met):
         assert ratio_ok and "not met" in wall_sentence
 
 
+@pytest.mark.parametrize("said, expected", [({}, R.STATES_TIMED), ({1: "logits only"}, None),
+                                             ({0: "logits only", 1: "logits only",
+                                               2: "logits only"}, "logits only")])
+def test_the_verdict_says_which_removal_path_its_wall_clock_timed(said, expected):
+    t = table()
+    for seed, path in said.items():               # records since 2026-12-04 say what they timed
+        mine = (t.method == "transkimmer") & (t.seed == seed)
+        t.loc[mine, "info_timed_forward"] = path
+    s = R.summary(t)
+    assert set(s[s.method.isin(["baseline", "fewer_layers"])].timed_forward) == {""}
+    head = R.headline(R.seed_summary(s))
+    r = head[head.task == "SST-2"].iloc[0]
+    verdict = C.target_verdict(head)
+    if expected is None:                          # seeds timed differently: averaged, said so
+        assert r.timed_forward == f"logits only + {R.STATES_TIMED}"
+        assert "different removal paths: logits only + states written back" in verdict
+    else:
+        assert r.timed_forward == expected
+        assert ("writing every token's state back" in verdict) == (expected == R.STATES_TIMED)
+
+
 @pytest.mark.parametrize("flops, verdict_end", [(4.0, "Target undecided until the wall clock is measured."),
                                                  (1.4, "Target not met.")])
 def test_wall_clock_not_yet_measured_is_said_not_guessed(flops, verdict_end):
@@ -182,6 +203,8 @@ def test_coverage_counts_what_the_plan_has_recorded():
          "status": "failed"},
         {"task": "SST-2", "method": "transkimmer", "unit": "SST-2 transkimmer (seed 1)",
          "status": "not run"},
+        {"task": "SST-2", "method": "transkimmer", "measure": "removal_paths",
+         "unit": "SST-2 transkimmer (seed 1): removal paths", "status": "not run"},
         {"task": "RTE", "method": "baseline", "unit": "RTE baseline (seed 0)", "status": "not run"}])
     t = R.coverage_table(cov).set_index("task")
     assert t.loc["SST-2", "jobs"] == "1 of 3" and t.loc["SST-2", "wall clock"] == "0 of 1"

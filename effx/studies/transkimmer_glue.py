@@ -184,7 +184,7 @@ def units(P: dict) -> list[Unit]:
         if P["removal_paths"] and job.method == "transkimmer":
             last.append(Unit({**job.key(), "measure": "removal_paths"},
                              f"{job.label}: removal paths", series=series,
-                             cost_s=job.timing_examples * job.timing_repeats / 32,
+                             cost_s=job.timing_examples * job.timing_repeats / 80,
                              cpus=os.cpu_count() or 1, gpus=int(P["device"] != "cpu")))
     return out + last
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from effx.transkimmer.report import TARGET, pick, present, within
+from effx.transkimmer.report import STATES_TIMED, TARGET, pick, present, within
 
 PAPER_MEAN_SPEEDUP = 10.97          # GLUE average, FLOPs (Guan et al. 2022, abstract)
 PAPER_MAX_LOSS_PCT = 1.0            # "< 1% accuracy loss"
@@ -57,6 +57,12 @@ def target_verdict(head: pd.DataFrame) -> str:
         return "met" if ok else "not met"
     timed_at = ("" if r.wall_seeds >= r.seeds else
                 f" (timed at {r.wall_seeds} of the {r.seeds} seeds)")
+    path = r.get("timed_forward", "")
+    timed_at += ("" if not path or path == "logits only" else
+                 " (its removal path timed while writing every token's state back, a few per cent "
+                 "slower than the logits alone: see 'The two removal paths, timed')"
+                 if path == STATES_TIMED else
+                 f" (averaged over wall clocks of different removal paths: {path})")
     return " ".join([
         f"SST-2, fixed variant, {r.setting}, {r.seeds} seed(s): {r.metric} {r.value:.1f} vs {r.reference:.1f} for its "
         f"reference ({r.delta:+.1f} points{ci('delta')}; dev-set standard error {r.dev_se:.1f}; "

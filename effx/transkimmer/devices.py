@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 
 from effx.profiling import count_dispatches
-from effx.transkimmer.jobs import Job
+from effx.transkimmer.jobs import PROTOCOL, Job
 from effx.transkimmer.report import setting, summary
 
 MATCH = ["task", "method", "setting", "seed"]
@@ -97,7 +97,6 @@ def removal_overhead(encoder: str = "minilm", task: str = "SST-2", example: int 
     return out
 
 
-
 def removal_paths_frame(table: pd.DataFrame) -> pd.DataFrame:
     """One row per job whose removal paths were timed (``measure.removal_paths``; a result table
     as ``ResultStore.table()`` gives it): its speedups over the plain encoder at batch 1 and 32
@@ -106,7 +105,8 @@ def removal_paths_frame(table: pd.DataFrame) -> pd.DataFrame:
     states path's time over the logits path's (above 1: the logits alone are faster)."""
     if table.empty or "measure" not in table:
         return pd.DataFrame()
-    rows = table[table.measure.eq("removal_paths") & table.status.eq("ok")]
+    rows = table[table.measure.eq("removal_paths") & table.status.eq("ok")
+                 & table.protocol.eq(PROTOCOL)]
     out, by_job = [], {}
     for _, r in rows.iterrows():
         job = Job.from_key(r.dropna().to_dict())

@@ -253,10 +253,14 @@ def time_removal_paths(job: Job, model: SkimBert, tokenizer, *,
     dev = load_split(job.task, "dev", tokenizer, job.max_length, job.dev_subset)
     model.to(job.device).eval()
     log(f"{job.label}: timing the removal paths, {job.timing_repeats} rounds")
-    times = M.removal_paths(model, dev, job.device, job.timing_examples, job.timing_repeats)
-    unit = lambda k: "x" if k.startswith("speedup_") else "s/example"  # noqa: E731
-    return ({f"paths_{k}": metric(float(np.median(s)), unit(k), s) for k, s in times.items()},
-            {"paths_examples": job.timing_examples})
+    times, examples = M.removal_paths(model, dev, job.device, job.timing_examples,
+                                      job.timing_repeats)
+
+    def entry(name, samples):
+        return metric(float(np.median(samples)),
+                      "x" if name.startswith("speedup_") else "s/example", samples)
+    return ({f"paths_{k}": entry(k, s) for k, s in times.items()},
+            {"paths_examples": examples, "paths_order": "rotated"})
 
 
 def measure_job(job: Job, model: SkimBert, tokenizer, *, log: Callable = print) -> tuple[dict, dict]:

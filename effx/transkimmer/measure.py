@@ -148,15 +148,22 @@ def _runner(fn: Forward, prepared):
     return run
 
 
-def alternate(calls: dict[str, tuple[Callable, int]], device="cpu", repeats: int = 3) -> dict:
+def alternate(calls: dict[str, tuple[Callable, int]], device="cpu", repeats: int = 3,
+              group: int = 1) -> dict:
     """Seconds per example of every call, one sample per round, calls alternated in each round
-    (one untimed warm-up call each first)."""
-    samples = {k: [] for k in calls}
+    (one untimed warm-up call each first). ``group`` > 1: the calls come in consecutive groups of
+    that size (the forwards compared on one set), and round r runs every group rotated by r, so
+    that no forward always runs in the same place (with two, A B then B A)."""
+    names = list(calls)
+    groups = [names[i:i + group] for i in range(0, len(names), group)]
+    samples = {k: [] for k in names}
     for r in range(repeats):
-        for name, (run, n) in calls.items():
-            t = time_callable(run, device=device, warmup=1 if r == 0 else 0, repeats=1,
-                              min_sample_s=0.0)[0]
-            samples[name].append(t / n)
+        for g in groups:
+            for name in g[r % len(g):] + g[:r % len(g)]:
+                run, n = calls[name]
+                t = time_callable(run, device=device, warmup=1 if r == 0 else 0, repeats=1,
+                                  min_sample_s=0.0)[0]
+                samples[name].append(t / n)
     return samples
 
 
@@ -225,22 +232,24 @@ PATHS = {"states": True, "logits": False}
 
 
 def removal_paths(model: SkimBert, data: Encoded, device="cpu", examples: int = 256,
-                  repeats: int = 7, batch_size: int = 32) -> dict[str, list[float]]:
+                  repeats: int = 7, batch_size: int = 32) -> tuple[dict[str, list[float]], int]:
     """Seconds per example per round of the plain encoder ('reference_b1', 'reference_b32') and of
     each of ``PATHS`` ('states_b1', ...), timed in alternation on the same examples as a job's wall
-    clock (``timing_batches``, length-sorted; batch 1 on 64 of them), and the paired per-round
-    speedups over the plain encoder ('speedup_states_b1', ...)."""
+    clock (``timing_batches``, length-sorted; batch 1 on 64 of them), the three in a rotated order
+    each round, and the paired per-round speedups over the plain encoder ('speedup_states_b1',
+    ...); and the number of examples timed."""
     batches = timing_batches(data.lengths, examples, batch_size)
     sets = timing_sets(batches, batch_size)
     sets.pop(f"random_b{batch_size}")
     forwards = {"reference": plain_forward(model),
                 **{name: removal_forward(model, states) for name, states in PATHS.items()}}
-    times = alternate(forward_calls(forwards, data, sets, device), device, repeats)
+    times = alternate(forward_calls(forwards, data, sets, device), device, repeats,
+                      group=len(forwards))
     for name in PATHS:
         for tag in sets:
             times[f"speedup_{name}_{tag}"] = [r / t for r, t in zip(times[f"reference_{tag}"],
                                                                      times[f"{name}_{tag}"])]
-    return times
+    return times, sum(map(len, batches))
 
 
 @torch.no_grad()

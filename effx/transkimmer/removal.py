@@ -119,16 +119,17 @@ def gathered_forward(model: SkimBert, input_ids, attention_mask=None, token_type
                     alive = torch.gather(alive, 1, order)
                     if states:
                         pos = torch.gather(pos, 1, order)
+        if fewest is None:
+            fewest, _ = _bounds(count)
+            count = fewest if single else count                     # read now: not again
         counts.append(count)
         widths.append(h.shape[1])
         store.clear()
         attention = received_attention(store) if i + 1 in needs_received else sdpa_attention
-        if fewest is None:
-            fewest, _ = _bounds(count)
         every = fewest == h.shape[1]                                # no slot to mask
         h = bert_layer(layer, h, None if every else alive, None, attention)
     if not states:
-        tokens = (torch.tensor([[int(c)] for c in counts], device=h.device) if single
+        tokens = (torch.tensor([[c] for c in counts], device=h.device) if single
                   else torch.stack(counts))
         return RemovalOutput(model.head(h), tokens, widths)
     _write(out, h, pos, alive)

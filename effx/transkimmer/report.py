@@ -153,6 +153,7 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
                          if job.method == "transkimmer" else ""),
             "variant": job.variant if job.method == "transkimmer" else "",
             "lambda_official": get(r, "info_lambda_official_equivalent"),
+            "timed_forward": _timed_forward(r, job),
         })
     out = pd.DataFrame(rows)
     # beaten clearly: in accuracy (where the task has it) by 1 point and two standard errors of
@@ -161,6 +162,18 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     out["learned"] = by_accuracy.where(out.dev_se.notna(), out.baseline > out.majority + 1.0)
     out["wall_over_flops"] = out.wall_b32 / out.flops_speedup
     return out
+
+
+#: what a removal path's wall clock timed when its record does not say (before 2026-12-04)
+STATES_TIMED = "states written back"
+
+
+def _timed_forward(r: pd.Series, job: Job) -> str:
+    """Which removal path a job's wall clock timed ('' for jobs without one or not timed)."""
+    if job.method not in ("transkimmer", "topk_pruning") or not present(r.get("speedup_b32")):
+        return ""
+    said = r.get("info_timed_forward")
+    return said if present(said) else STATES_TIMED
 
 
 def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
@@ -182,7 +195,8 @@ def seed_summary(summ: pd.DataFrame) -> pd.DataFrame:
     """One row per setting: means over seeds and 95% t-interval half-widths ('<col>_ci') of the
     metric, its change against the reference, speedups and kept fraction; 'seeds'; 'dev_se'
     (the dev set's own sampling error of one run, accuracy only); 'wall_seeds' (the seeds whose
-    wall clock is measured: the wall-clock means are over these); 'has_equal_budget' (False: a
+    wall clock is measured: the wall-clock means are over these); 'timed_forward' (the removal
+    paths those wall clocks timed, joined by ' + ' when they differ); 'has_equal_budget' (False: a
     Transkimmer delta is against the once-trained baseline, flattered by its extra training)."""
     if summ.empty:
         return summ
@@ -195,6 +209,7 @@ def seed_summary(summ: pd.DataFrame) -> pd.DataFrame:
                                      "padding_flops_random_b32", "padding_wall_random_b32",
                                      "lambda_official")}
         row.update(seeds=len(g), wall_seeds=int(g.wall_b32.notna().sum()),
+                   timed_forward=" + ".join(sorted(set(g.timed_forward) - {""})),
                    dev_se=float(g.dev_se.mean()), learned=bool(g.learned.all()),
                    has_equal_budget=bool(g.equal_budget.notna().all()))
         for c in SEED_COLUMNS:
@@ -266,15 +281,15 @@ def lr_search(seeds: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 def coverage_table(cov) -> pd.DataFrame:
     """Per task, how much of a profile's plan is recorded: training jobs and wall-clock units done
-    out of planned, and the jobs not yet run (count per method). ``cov``: one row per planned
+    out of planned, and the jobs not yet run (count per method); failures among all units. ``cov``: one row per planned
     unit with its key's columns, ``unit`` (label) and ``status`` (``effx.runner.coverage``)."""
     cov = pd.DataFrame(cov)
     if cov.empty:
         return pd.DataFrame(columns=["task", "jobs", "wall clock", "failed", "jobs not yet run"])
-    cov["timed"] = cov["measure"].eq("wall_clock") if "measure" in cov else False
+    measure = cov["measure"] if "measure" in cov else pd.Series(None, index=cov.index, dtype=object)
     rows = []
-    for task, g in cov.groupby("task", sort=False):
-        jobs, clocks = g[~g.timed], g[g.timed]
+    for task, g in cov.groupby("task", sort=False):        # removal-path timings: neither
+        jobs, clocks = g[measure[g.index].isna()], g[measure[g.index].eq("wall_clock")]
         todo = jobs.method[jobs.status == "not run"].value_counts(sort=False)
         rows.append({"task": task, "jobs": f"{(jobs.status == 'ok').sum()} of {len(jobs)}",
                      "wall clock": f"{(clocks.status == 'ok').sum()} of {len(clocks)}",
