@@ -9,6 +9,7 @@ from effx.profiling import count_dispatches
 from effx.results import ResultStore
 from effx.transkimmer import devices as D
 from effx.transkimmer.measure import PATHS, plain_forward, removal_forward
+from effx.transkimmer.predictor import keeps
 from effx.transkimmer.removal import skim_forward_removed
 from tests.test_transkimmer_model import batch, skimming, tiny_bert
 
@@ -66,6 +67,9 @@ def test_removal_reads_the_device_once_per_layer_and_the_plain_encoder_once():
         lambda: removal_forward(m, PATHS["states"])(ids, mask, types))
     assert plain_reads == 1 and lean_reads == states_reads == 4
     assert states_ops > 1.2 * lean_ops and lean_ops > 1.2 * plain_ops > 0
+    h = m.embed(ids, types)
+    predictor_ops = count_dispatches(lambda: keeps(m.predictors[0](h)))[0]
+    assert lean_ops - plain_ops > len(m.layers) * predictor_ops > 0   # the predictors, and more
     n = int(mask[0].sum())                                 # batch 1: one read a layer as well
     one = ids[:1, :n], mask[:1, :n], types[:1, :n]
     assert count_dispatches(lambda: removal_forward(m)(*one))[1] == 4

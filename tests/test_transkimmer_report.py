@@ -115,7 +115,7 @@ def test_the_verdict_says_which_removal_path_its_wall_clock_timed(said, expected
     verdict = C.target_verdict(head)
     if expected is None:                          # seeds timed differently: averaged, said so
         assert r.timed_forward == f"logits only + {R.STATES_TIMED}"
-        assert "different removal paths: logits only + states written back" in verdict
+        assert "different removal paths (logits only + states written back)" in verdict
     else:
         assert r.timed_forward == expected
         assert ("writing every token's state back" in verdict) == (expected == R.STATES_TIMED)

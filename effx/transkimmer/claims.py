@@ -58,11 +58,11 @@ def target_verdict(head: pd.DataFrame) -> str:
     timed_at = ("" if r.wall_seeds >= r.seeds else
                 f" (timed at {r.wall_seeds} of the {r.seeds} seeds)")
     path = r.get("timed_forward", "")
-    timed_at += ("" if not path or path == "logits only" else
-                 " (its removal path timed while writing every token's state back, a few per cent "
-                 "slower than the logits alone: see 'The two removal paths, timed')"
+    path_said = ("" if not path or path == "logits only" or not timed else
+                 "That wall clock timed the removal path writing every token's state back, a few "
+                 "per cent slower than the logits alone (see 'The two removal paths, timed')."
                  if path == STATES_TIMED else
-                 f" (averaged over wall clocks of different removal paths: {path})")
+                 f"That wall clock averages seeds timed on different removal paths ({path}).")
     return " ".join([
         f"SST-2, fixed variant, {r.setting}, {r.seeds} seed(s): {r.metric} {r.value:.1f} vs {r.reference:.1f} for its "
         f"reference ({r.delta:+.1f} points{ci('delta')}; dev-set standard error {r.dev_se:.1f}; "
@@ -72,6 +72,7 @@ def target_verdict(head: pd.DataFrame) -> str:
          f"length-sorted batches, {r.wall_over_flops:.2f} of the FLOPs speedup (target: a real "
          f"speedup, > 1x, and >= 0.6 of the FLOPs one): {met(wall)}." if timed else
          "Batch-32 wall clock: not measured yet (its units run alone on the machine, after training)."),
+        *([path_said] if path_said else []),
         f"Batch-1 wall-clock speedup {_times(r.wall_b1)}.",
         "Target " + ("met" if acc and flops and wall else
                      "undecided until the wall clock is measured" if acc and flops and not timed

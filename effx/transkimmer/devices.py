@@ -72,11 +72,12 @@ def removal_overhead(encoder: str = "minilm", task: str = "SST-2", example: int 
     the plain encoder against Transkimmer with tokens removed (the logits alone, as timed, and with
     every token's final state written back in place), its predictors untrained but set to skim
     about half of the tokens reaching each layer (output bias zero; what they skim hardly changes
-    the count)."""
+    the count); and one predictor with its keep decision alone (each layer runs one)."""
     from effx.transkimmer.data import collate, load_split
     from effx.transkimmer.encoders import load_encoder
     from effx.transkimmer.measure import plain_forward, removal_forward
     from effx.transkimmer.model import SkimBert
+    from effx.transkimmer.predictor import keeps
     torch.manual_seed(seed)
     bert, tokenizer = load_encoder(encoder)
     model = SkimBert(bert, 2, skim=True).eval()
@@ -84,12 +85,17 @@ def removal_overhead(encoder: str = "minilm", task: str = "SST-2", example: int 
         predictor.out.bias.data.zero_()
     b = collate(load_split(task, "dev", tokenizer, 128, 0), [example], "cpu")
     args = (b["input_ids"], b["attention_mask"], b["token_type_ids"])
+    h = model.embed(args[0], args[2]).detach()
+
+    def one_predictor(*_):                              # what each layer adds before it runs
+        return keeps(model.predictors[0](h))
     rows = []
     for name, forward in (("plain encoder (the baseline)", plain_forward(model)),
                           ("Transkimmer, tokens removed, logits only (timed)",
                            removal_forward(model)),
                           ("Transkimmer, tokens removed, every state written back",
-                           removal_forward(model, states=True))):
+                           removal_forward(model, states=True)),
+                          ("one skim predictor and its decision", one_predictor)):
         ops, reads = count_dispatches(lambda: forward(*args))
         rows.append({"forward": name, "operators": ops, "host reads": reads})
     out = pd.DataFrame(rows).set_index("forward")
