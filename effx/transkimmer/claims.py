@@ -59,8 +59,8 @@ def target_verdict(head: pd.DataFrame) -> str:
                 f" (timed at {r.wall_seeds} of the {r.seeds} seeds)")
     path = r.get("timed_forward", "")
     path_said = ("" if not path or path == "logits only" or not timed else
-                 "That wall clock timed the removal path writing every token's state back, a few "
-                 "per cent slower than the logits alone (see 'The two removal paths, timed')."
+                 "That wall clock timed the removal path writing every token's state back, slower "
+                 "than the logits alone timed since (by how much: 'The two removal paths, timed')."
                  if path == STATES_TIMED else
                  f"That wall clock averages seeds timed on different removal paths ({path}).")
     return " ".join([
