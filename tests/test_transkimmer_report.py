@@ -100,6 +100,19 @@ def test_verdict_requires_a_real_wall_clock_speedup(flops, wall, met):
         assert ratio_ok and "not met" in wall_sentence
 
 
+def test_accuracy_met_on_the_mean_says_when_its_interval_reaches_below_the_target():
+    t = table()
+    spread = (t.method == "transkimmer") & (t.skim_lambda == 2.0) & (t.metric == "accuracy")
+    t.loc[spread & (t.seed == 0), "value"] -= 0.02            # seeds now disagree by 2 points
+    t.loc[spread & (t.seed == 2), "value"] += 0.02
+    for frame, wide in ((table(), False), (t, True)):
+        r = R.headline(R.seed_summary(R.summary(frame)))
+        r = r[r.task == "SST-2"].iloc[0]
+        assert r.setting == "lambda 2" and r.delta >= -1
+        said = C.target_verdict(R.headline(R.seed_summary(R.summary(frame))))
+        assert ("met on the mean only" in said) == wide == (r.delta - r.delta_ci < -1)
+
+
 @pytest.mark.parametrize("said, expected", [({}, R.STATES_TIMED), ({1: "logits only"}, None),
                                              ({0: "logits only", 1: "logits only",
                                                2: "logits only"}, "logits only")])
