@@ -93,11 +93,11 @@ def test_the_removal_paths_frame_reads_the_committed_timings_and_nothing_else_do
         samples = g.set_index("metric").samples
         gain = np.median(np.divide(samples["paths_states_b1"], samples["paths_logits_b1"]))
         assert gain in set(frame.gain_b1)
-    text = D.removal_paths_sentences(frame, "CPU")
+    text = D.removal_paths_sentences(frame)
     assert f"{frame.gain_b32.min():.2f}" in text and f"{frame.logits_b1.max():.2f}" in text
+    assert set(frame.device) == set(timed.info_device_name) and frame.device.iloc[0] in text
     assert not any(str(c).startswith("paths_") for c in jobs_frame(table).columns)
-    assert "No removal-path timing" in D.removal_paths_sentences(frame.iloc[:0], "CPU")
-
+    assert "No removal-path timing" in D.removal_paths_sentences(frame.iloc[:0])
 
 
 @pytest.mark.parametrize("group, expected", [

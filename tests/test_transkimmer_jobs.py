@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from effx.errors import ParameterError
-from effx.transkimmer.jobs import EVAL_FIELDS, METHODS, TRAIN_FIELDS, Job, order_jobs
+from effx.transkimmer.jobs import (EVAL_FIELDS, LOGITS_TIMED, METHODS, TRAIN_FIELDS, Job,
+                                  order_jobs)
 
 #: a valid value different from the default, for every setting
 CHANGED = dict(task="CoLA", encoder="bert-base-uncased", seed=1, subset=100, max_length=64,
@@ -207,7 +208,7 @@ def test_the_wall_clock_unit_says_how_closely_its_weights_match_the_recorded_run
     def gap(earlier):
         (record,) = study.execute(unit, {"threads": 1}, Context(earlier, _quiet, str(folder)))
         assert record.metrics["speedup_b32"]["value"] > 0
-        assert record.info["timed_forward"] == "logits only"        # records before: states
+        assert record.info["timed_forward"] == LOGITS_TIMED         # records before: states
         return record.info["loss_curve_gap"]
     assert gap([{"info": {"seconds": 1.0}}, {"info": info}]) == 0.0    # the checkpoint of the record
     shifted = {"curves": {**info["curves"], "loss": [v + 0.01 for v in info["curves"]["loss"]]}}

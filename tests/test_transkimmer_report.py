@@ -12,7 +12,7 @@ from effx.transkimmer import claims as C
 from effx.transkimmer import figures as F
 from effx.transkimmer import noise
 from effx.transkimmer import report as R
-from effx.transkimmer.jobs import Job
+from effx.transkimmer.jobs import LOGITS_TIMED, STATES_TIMED, Job
 
 matplotlib.use("Agg")
 N_DEV = 872
@@ -106,16 +106,16 @@ def test_accuracy_met_on_the_mean_says_when_its_interval_reaches_below_the_targe
     t.loc[spread & (t.seed == 0), "value"] -= 0.02            # seeds now disagree by 2 points
     t.loc[spread & (t.seed == 2), "value"] += 0.02
     for frame, wide in ((table(), False), (t, True)):
-        r = R.headline(R.seed_summary(R.summary(frame)))
-        r = r[r.task == "SST-2"].iloc[0]
+        head = R.headline(R.seed_summary(R.summary(frame)))
+        r = head[head.task == "SST-2"].iloc[0]
         assert r.setting == "lambda 2" and r.delta >= -1
-        said = C.target_verdict(R.headline(R.seed_summary(R.summary(frame))))
+        said = C.target_verdict(head)
         assert ("met on the mean only" in said) == wide == (r.delta - r.delta_ci < -1)
 
 
-@pytest.mark.parametrize("said, expected", [({}, R.STATES_TIMED), ({1: "logits only"}, None),
-                                             ({0: "logits only", 1: "logits only",
-                                               2: "logits only"}, "logits only")])
+@pytest.mark.parametrize("said, expected", [({}, STATES_TIMED), ({1: LOGITS_TIMED}, None),
+                                             ({0: LOGITS_TIMED, 1: LOGITS_TIMED,
+                                               2: LOGITS_TIMED}, LOGITS_TIMED)])
 def test_the_verdict_says_which_removal_path_its_wall_clock_timed(said, expected):
     t = table()
     for seed, path in said.items():               # records since 2026-12-04 say what they timed
@@ -127,11 +127,11 @@ def test_the_verdict_says_which_removal_path_its_wall_clock_timed(said, expected
     r = head[head.task == "SST-2"].iloc[0]
     verdict = C.target_verdict(head)
     if expected is None:                          # seeds timed differently: averaged, said so
-        assert r.timed_forward == f"logits only + {R.STATES_TIMED}"
-        assert "different removal paths (logits only + states written back)" in verdict
+        assert r.timed_forward == f"{LOGITS_TIMED} + {STATES_TIMED}"
+        assert f"different removal paths ({LOGITS_TIMED} + {STATES_TIMED})" in verdict
     else:
         assert r.timed_forward == expected
-        assert ("writing every token's state back" in verdict) == (expected == R.STATES_TIMED)
+        assert ("writing every token's state back" in verdict) == (expected == STATES_TIMED)
 
 
 @pytest.mark.parametrize("flops, verdict_end", [(4.0, "Target undecided until the wall clock is measured."),

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from effx.transkimmer.report import STATES_TIMED, TARGET, pick, present, within
+from effx.transkimmer.jobs import LOGITS_TIMED, STATES_TIMED
+from effx.transkimmer.report import TARGET, pick, present, within
 
 PAPER_MEAN_SPEEDUP = 10.97          # GLUE average, FLOPs (Guan et al. 2022, abstract)
 PAPER_MAX_LOSS_PCT = 1.0            # "< 1% accuracy loss"
@@ -61,7 +62,7 @@ def target_verdict(head: pd.DataFrame) -> str:
     timed_at = ("" if r.wall_seeds >= r.seeds else
                 f" (timed at {r.wall_seeds} of the {r.seeds} seeds)")
     path = r.get("timed_forward", "")
-    path_said = ("" if not path or path == "logits only" or not timed else
+    path_said = ("" if not path or path == LOGITS_TIMED or not timed else
                  "That wall clock timed the removal path writing every token's state back, slower "
                  "than the logits alone timed since (by how much: 'The two removal paths, timed')."
                  if path == STATES_TIMED else

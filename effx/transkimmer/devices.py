@@ -116,18 +116,20 @@ def removal_paths_frame(table: pd.DataFrame) -> pd.DataFrame:
     """One row per job whose removal paths were timed (``measure.removal_paths``; a result table
     as ``ResultStore.table()`` gives it): its speedups over the plain encoder at batch 1 and 32
     with every state written back ('states_b1', ...) and with the logits alone ('logits_b1', ...),
+    the device they were timed on,
     medians of the paired rounds, and 'gain_b1' / 'gain_b32': the median over rounds of the
     states path's time over the logits path's (above 1: the logits alone are faster)."""
     if table.empty or "measure" not in table:
         return pd.DataFrame()
     rows = table[table.measure.eq("removal_paths") & table.status.eq("ok")
                  & table.protocol.eq(PROTOCOL)]
-    out, by_job = [], {}
+    out, by_job, device = [], {}, {}
     for _, r in rows.iterrows():
         job = Job.from_key(r.dropna().to_dict())
         by_job.setdefault(job, {})[r.metric] = r.samples
+        device[job] = r.get("info_device_name", "?")
     for job, m in by_job.items():
-        row = {"task": job.task, "setting": setting(job), "seed": job.seed}
+        row = {"task": job.task, "setting": setting(job), "seed": job.seed, "device": device[job]}
         for tag in ("b1", "b32"):
             for path in ("states", "logits"):
                 row[f"{path}_{tag}"] = float(np.median(m[f"paths_speedup_{path}_{tag}"]))
@@ -137,7 +139,7 @@ def removal_paths_frame(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def removal_paths_sentences(frame: pd.DataFrame, device: str) -> str:
+def removal_paths_sentences(frame: pd.DataFrame) -> str:
     """What ``removal_paths_frame`` shows, from its numbers."""
     if frame.empty:
         return "*No removal-path timing recorded here yet (the study's `removal_paths` flag).*"
@@ -145,7 +147,7 @@ def removal_paths_sentences(frame: pd.DataFrame, device: str) -> str:
     def span(col):
         lo, hi = frame[col].min(), frame[col].max()
         return f"{lo:.2f}x" if np.isclose(lo, hi, atol=0.005) else f"{lo:.2f}-{hi:.2f}x"
-    return (f"On the {device}, for {len(frame)} trained model(s), writing every token's state "
+    return (f"On the {' and '.join(frame.device.unique())}, for {len(frame)} trained model(s), writing every token's state "
             f"back took {span('gain_b1')} the time of computing the logits alone at batch 1 and "
             f"{span('gain_b32')} at batch 32 (medians of paired rounds); against the plain encoder, "
             f"the speedup went from {span('states_b1')} to {span('logits_b1')} at batch 1 and "

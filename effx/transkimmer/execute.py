@@ -23,7 +23,7 @@ from effx.runner.progress import eta
 from effx.transkimmer import measure as M
 from effx.transkimmer.data import Encoded, length_sorted_batches, load_split, collate
 from effx.transkimmer.encoders import cut_layers, load_encoder
-from effx.transkimmer.jobs import Job
+from effx.transkimmer.jobs import LOGITS_TIMED, Job
 from effx.transkimmer.loss import lambda_to_paper, official_fill_ratio
 from effx.transkimmer.model import SkimBert
 from effx.transkimmer.removal import skim_forward_removed
@@ -228,7 +228,6 @@ def time_job(job: Job, model: SkimBert, tokenizer, *, log: Callable = print) -> 
     """Wall clock of a trained model against its reference, alternating (batch 1 and batch 32,
     length-sorted; random padded batches apart): (metrics, info). Run it on an idle machine:
     never beside training."""
-    from effx.results import metric
     dev, reference, ref, fn, removed, info = _setup(job, model, tokenizer, log)
     batches = M.timing_batches(dev.lengths, job.timing_examples, 32)
     log(f"{job.label}: timing {sum(map(len, batches))} examples, {job.timing_repeats} rounds")
@@ -237,11 +236,17 @@ def time_job(job: Job, model: SkimBert, tokenizer, *, log: Callable = print) -> 
     info = {"padded_fraction_random": times.pop("padded_fraction_random")[0],
             "timing_examples": sum(map(len, batches))}
     if removed is not None:            # the records before this field timed states=True
-        info["timed_forward"] = "logits only"
-    metrics = {f"time_{k}": metric(float(np.median(s)), "s/example", s) for k, s in times.items()}
-    for k, s in M.speedups(times).items():
-        metrics[k] = metric(float(np.median(s)), "x", s)
-    return metrics, info
+        info["timed_forward"] = LOGITS_TIMED
+    return {**_timing_metrics(times, "time_"), **_timing_metrics(M.speedups(times))}, info
+
+
+def _timing_metrics(samples: dict[str, list[float]], prefix: str = "") -> dict:
+    """Metric entries (median, unit, samples) of timing samples: ratios ('speedup_*', 'padding_*')
+    in x, the rest in seconds per example."""
+    from effx.results import metric
+    return {prefix + k: metric(float(np.median(s)),
+                               "x" if k.startswith(("speedup_", "padding_")) else "s/example", s)
+            for k, s in samples.items()}
 
 
 def time_removal_paths(job: Job, model: SkimBert, tokenizer, *,
@@ -249,17 +254,11 @@ def time_removal_paths(job: Job, model: SkimBert, tokenizer, *,
     """A Transkimmer job's removal path writing every token's state back against the logits alone,
     each against the plain encoder (``measure.removal_paths``): metrics 'paths_*', (metrics, info).
     Alone on the machine, as ``time_job``."""
-    from effx.results import metric
-    dev = load_split(job.task, "dev", tokenizer, job.max_length, job.dev_subset)
-    model.to(job.device).eval()
+    dev, *_ = _setup(job, model, tokenizer, log)
     log(f"{job.label}: timing the removal paths, {job.timing_repeats} rounds")
     times, examples = M.removal_paths(model, dev, job.device, job.timing_examples,
                                       job.timing_repeats)
-
-    def entry(name, samples):
-        return metric(float(np.median(samples)),
-                      "x" if name.startswith("speedup_") else "s/example", samples)
-    return ({f"paths_{k}": entry(k, s) for k, s in times.items()},
+    return (_timing_metrics(times, "paths_"),
             {"paths_examples": examples, "paths_order": "rotated"})
 
 

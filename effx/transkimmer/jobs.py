@@ -33,6 +33,9 @@ from effx.errors import ParameterError
 
 #: 1: the first study (stage 2 replayed stage 1's batches); 2: this protocol
 PROTOCOL = 2
+#: what a removal path's wall clock timed (``info['timed_forward']`` of a wall-clock record): the
+#: logits alone since 2026-12-04; records without the field wrote every token's state back
+LOGITS_TIMED, STATES_TIMED = "logits only", "states written back"
 METHODS = ("baseline", "baseline_continued", "transkimmer", "fewer_layers", "topk_pruning")
 INITS = ("finetuned", "pretrained")
 VARIANTS = ("fixed", "paper")         # as model.VARIANTS (tested), without importing torch here

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from effx.transkimmer.jobs import DEFAULT_PREDICTOR_LR, PROTOCOL, Job
+from effx.transkimmer.jobs import DEFAULT_PREDICTOR_LR, PROTOCOL, STATES_TIMED, Job
 
 #: the issue's SST-2 benchmark: within 1 point, >= 3x FLOPs, a real wall-clock speedup >= 0.6 of it
 TARGET = {"max_delta": -1.0, "flops_speedup": 3.0, "wall_over_flops": 0.6, "wall_speedup": 1.0}
@@ -164,10 +164,6 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-#: what a removal path's wall clock timed when its record does not say (before 2026-12-04)
-STATES_TIMED = "states written back"
-
-
 def _timed_forward(r: pd.Series, job: Job) -> str:
     """Which removal path a job's wall clock timed ('' for jobs without one or not timed)."""
     if job.method not in ("transkimmer", "topk_pruning") or not present(r.get("speedup_b32")):
@@ -281,15 +277,17 @@ def lr_search(seeds: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 def coverage_table(cov) -> pd.DataFrame:
     """Per task, how much of a profile's plan is recorded: training jobs and wall-clock units done
-    out of planned, and the jobs not yet run (count per method); failures among all units. ``cov``: one row per planned
-    unit with its key's columns, ``unit`` (label) and ``status`` (``effx.runner.coverage``)."""
+    out of planned, and the jobs not yet run (count per method); failures among all units.
+    ``cov``: one row per planned unit with its key's columns, ``unit`` (label) and ``status``
+    (``effx.runner.coverage``)."""
     cov = pd.DataFrame(cov)
     if cov.empty:
         return pd.DataFrame(columns=["task", "jobs", "wall clock", "failed", "jobs not yet run"])
-    measure = cov["measure"] if "measure" in cov else pd.Series(None, index=cov.index, dtype=object)
+    if "measure" not in cov:
+        cov["measure"] = None
     rows = []
     for task, g in cov.groupby("task", sort=False):        # removal-path timings: neither
-        jobs, clocks = g[measure[g.index].isna()], g[measure[g.index].eq("wall_clock")]
+        jobs, clocks = g[g.measure.isna()], g[g.measure.eq("wall_clock")]
         todo = jobs.method[jobs.status == "not run"].value_counts(sort=False)
         rows.append({"task": task, "jobs": f"{(jobs.status == 'ok').sum()} of {len(jobs)}",
                      "wall clock": f"{(clocks.status == 'ok').sum()} of {len(clocks)}",
