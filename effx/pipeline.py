@@ -174,22 +174,26 @@ def toc_text() -> str:
 
 
 def plan(names: list[str], profile: str, calibrate: str = "quick",
-         speedup: float = 1.0) -> list[dict]:
-    """Units and estimated seconds per study. A study's units carry relative costs (``cost_s``);
-    the seconds per cost unit are calibrated on the units already recorded under ``calibrate``
-    (their measured ``info.seconds``), then divided by ``speedup`` (e.g. a GPU's advantage over
-    the calibrating CPU, a rough guess the caller states)."""
+         speedup: float = 1.0, overrides: dict | None = None) -> list[dict]:
+    """Units per study, those not yet recorded under ``profile`` (``left``: what a run would do)
+    and the estimated seconds of those. A study's units carry relative costs (``cost_s``); the
+    seconds per cost unit are calibrated on the units already recorded under ``calibrate`` (their
+    measured ``info.seconds``), then divided by ``speedup`` (e.g. a GPU's advantage over the
+    calibrating CPU, a rough guess the caller states)."""
     from effx.results import ResultStore
     rows = []
     for name in names:
         study = get_study(name)
         if not study.measures:
             continue
-        P = study.validate(dict(parameters(study, profile, {}), profile=profile))
+        P = study.validate(dict(parameters(study, profile, overrides or {}), profile=profile))
         units = study.units(P)
+        recorded = ResultStore(name, profile).records_by_unit()
+        left = [u for u in units if u.id not in recorded]
         rate = _seconds_per_cost(study, calibrate, ResultStore(name, calibrate))
-        cost = sum(u.cost_s for u in units)
-        rows.append({"study": name, "units": len(units), "cost": cost, "calibrated": rate is not None,
+        cost = sum(u.cost_s for u in left)
+        rows.append({"study": name, "units": len(units), "left": len(left), "cost": cost,
+                     "calibrated": rate is not None,
                      "estimate_s": (cost * rate / speedup) if rate is not None else None})
     return rows
 
@@ -281,11 +285,11 @@ def _dispatch(args) -> int:
     if overrides and len(chosen) != 1:
         raise ParameterError("PARAMS", overrides, "parameters for exactly one notebook (NB=...)")
     if args.command == "plan":
-        rows = plan(chosen, profile, args.calibrate, args.speedup)
+        rows = plan(chosen, profile, args.calibrate, args.speedup, overrides)
         for r in rows:
             est = (f"~{duration(r['estimate_s'])}" if r["calibrated"]
                    else f"cost {r['cost']:.0f} (no '{args.calibrate}' records to calibrate on)")
-            print(f"{r['study']:20s} {r['units']:4d} units  {est}")
+            print(f"{r['study']:20s} {r['units']:4d} units, {r['left']:4d} not recorded  {est}")
         known = [r["estimate_s"] for r in rows if r["calibrated"]]
         print(f"total ~{duration(sum(known))} (calibrated on '{args.calibrate}', speedup "
               f"{args.speedup:g}x)")

@@ -3,7 +3,8 @@ next notebooks still run, and the exit status says that one failed."""
 import json
 
 from effx.pipeline import main, run_notebook
-from effx.results import read_jsonl
+from effx.results import ResultStore, read_jsonl
+from effx.study import Record
 from effx.studies import get_study
 
 
@@ -43,6 +44,19 @@ def test_bad_parameters_stop_before_any_kernel_with_one_message(capsys):
     assert code == 2 and "parameter 'lengths['text']'" in err and "allowed" in err
 
 
-def test_plan_counts_units(capsys):
+def test_plan_counts_units_and_those_not_yet_recorded(capsys, tmp_path, monkeypatch):
     assert main(["plan", "--profile", "tiny", "--only", "tipping_points"]) == 0
     assert "tipping_points" in capsys.readouterr().out
+    from effx import pipeline
+    monkeypatch.setenv("EFFX_RESULTS_DIR", str(tmp_path))
+    [row] = pipeline.plan(["spion"], "tiny", overrides={"seeds": [1, 2]})
+    assert row["left"] == row["units"] > 1                    # nothing recorded in a new folder
+    [fewer] = pipeline.plan(["spion"], "tiny", overrides={"seeds": [1]})
+    assert fewer["units"] < row["units"]                      # -p overrides are planned too
+    spion = get_study("spion")
+    P = spion.validate(dict(pipeline.parameters(spion, "tiny", {"seeds": [1]}), profile="tiny"))
+    store = ResultStore("spion", "tiny")
+    store.start_run(P)
+    store.record_unit(spion.units(P)[0].id, [Record(spion.units(P)[0].key, "ok", {}, {})])
+    [after] = pipeline.plan(["spion"], "tiny", overrides={"seeds": [1]})
+    assert after["left"] == fewer["left"] - 1 and after["cost"] < fewer["cost"]

@@ -317,3 +317,33 @@ def test_every_lambda_is_trained_with_each_distillation_weight_and_frozen_phase(
         study.validate({**base, "frozen_epochs": [2.0]})
     with pytest.raises(ParameterError, match="distills"):
         study.validate({**base, "distills": [1.5]})
+
+
+def test_a_hub_name_resolves_from_the_hub_cache_offline(minilm2, tmp_path):
+    """``encoder`` may name a hub checkpoint: offline it is found in the hub cache (here a cache
+    holding the cut MiniLM under a hub name, laid out as huggingface_hub writes it); a name the
+    cache lacks fails with the parameter named."""
+    import shutil
+    repo = tmp_path / "hub" / "models--effx-test--minilm2"
+    commit = "0" * 40
+    shutil.copytree(minilm2, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = textwrap.dedent("""
+        from effx.errors import ParameterError
+        from effx.transkimmer.encoders import encoder_depth, load_encoder
+        bert, tok = load_encoder("effx-test/minilm2")
+        print(len(bert.encoder.layer), encoder_depth("effx-test/minilm2"), tok("a film")["input_ids"])
+        try:
+            load_encoder("effx-test/absent")
+        except ParameterError as exc:
+            print("refused:", str(exc).split(":")[0])
+    """)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0].startswith("2 2 [101, "), lines         # the cut MiniLM: 2 layers
+    assert lines[1].startswith("refused: parameter 'encoder' = 'effx-test/absent'"), lines

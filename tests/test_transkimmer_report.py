@@ -134,6 +134,23 @@ def test_the_verdict_says_which_removal_path_its_wall_clock_timed(said, expected
         assert ("writing every token's state back" in verdict) == (expected == STATES_TIMED)
 
 
+def test_the_verdict_says_when_a_wall_clock_timed_a_retrain_that_drifted():
+    """A wall clock timed on weights retrained since the recorded run (their checkpoint gone) is
+    named when the retrain's loss curve drifted past rounding: other skim decisions were taken."""
+    t = table()
+    tk = (t.method == "transkimmer") & (t.skim_lambda == 2.0)
+    t.loc[tk, "info_loss_curve_gap"] = 0.0                       # the saved checkpoints
+    t.loc[tk & (t.seed == 1), "info_loss_curve_gap"] = 2e-7     # a faithful retrain
+    quiet = C.target_verdict(R.headline(R.seed_summary(R.summary(t))))
+    assert "retrain" not in quiet
+    t.loc[tk & (t.seed == 2), "info_loss_curve_gap"] = 0.047
+    head = R.headline(R.seed_summary(R.summary(t)))
+    r = head[head.task == "SST-2"].iloc[0]
+    assert r.wall_retrained == 1 and r.wall_curve_gap == pytest.approx(0.047)
+    assert "1 of the 3 seeds' wall clocks were timed on a retrain" in C.target_verdict(head)
+    assert "up to 0.047" in C.target_verdict(head)
+
+
 @pytest.mark.parametrize("flops, verdict_end", [(4.0, "Target undecided until the wall clock is measured."),
                                                  (1.4, "Target not met.")])
 def test_wall_clock_not_yet_measured_is_said_not_guessed(flops, verdict_end):
@@ -154,8 +171,10 @@ def test_paper_table_and_comparison():
     paper = C.paper_table(head)
     assert list(paper.columns) == ["task", "metric", "baseline", "transkimmer", "flops_speedup",
                                    "padding_alone_speedup", "paper_transkimmer", "paper_speedup",
-                                   "published_6x384_baseline"]
+                                   "baseline_accuracy", "published_6x384_baseline"]
     assert paper.published_6x384_baseline.iloc[0] == C.PUBLISHED_6X384["SST-2"]
+    once = seeds[(seeds.task == "SST-2") & (seeds.method == "baseline")].value    # accuracy
+    assert paper.baseline_accuracy.iloc[0] == pytest.approx(once.iloc[0])
     assert paper.paper_speedup.isna().all() and paper.padding_alone_speedup.iloc[0] == 4.0
     text = C.paper_comparison(head, seeds)
     assert "10.97x" in text and "not quoted" in text and "4.00x" in text
@@ -224,6 +243,31 @@ def test_coverage_counts_what_the_plan_has_recorded():
     assert t.loc["SST-2", "failed"] == 1 and t.loc["SST-2", "jobs not yet run"] == "transkimmer 1"
     assert t.loc["RTE", "jobs"] == "0 of 1" and t.loc["RTE", "wall clock"] == "0 of 0"
     assert R.coverage_table(pd.DataFrame()).empty
+
+
+def test_the_cuts_are_read_from_the_plan_and_the_records():
+    def unit(job, status="ok", **extra):
+        return {**job.key(), **extra, "unit": job.label, "status": status}
+    cov = []
+    for seed in (0, 1, 2):
+        base = Job("SST-2", "baseline", seed=seed)
+        cov += [unit(base), unit(base, "not run", measure="wall_clock"),
+                unit(base.with_method("transkimmer", skim_lambda=0.3)),
+                unit(base.with_method("topk_pruning", flops_target=0.5)),
+                unit(Job("RTE", "baseline", seed=seed))]
+    cov.append(unit(Job("SST-2", "transkimmer", skim_lambda=1.5), "not run"))
+    cov.append(unit(Job("SST-2", "transkimmer", skim_lambda=0.8), "failed"))
+    seeds = R.seed_summary(R.summary(table()))
+    weak = seeds.copy()
+    weak.loc[weak.method == "baseline", "learned"] = False
+    said = C.cuts(cov, weak)
+    assert "SST-2: 0.3 at every seed, 0.8, 1.5 at seed 0 only" in said
+    assert "learning rate(s) of every run above: 0.0001" in said
+    assert "Budgets: the baseline 3 epoch(s); Transkimmer 2 more from it, as long" in said
+    assert "Top-k pruning at FLOPs fractions 50% only" in said and "Encoder: minilm only" in said
+    assert "3 wall-clock unit(s) of baseline; 1 training unit(s) of transkimmer" in said
+    assert "Failed: 1 unit(s)" in said and "Left out of the comparisons: SST-2" in said
+    assert "Left out" not in C.cuts(cov, seeds) and C.cuts([], seeds).startswith("*No plan")
 
 
 def test_the_committed_plan_is_read_from_its_profile():
@@ -342,6 +386,16 @@ def test_less_model_compares_each_reference_with_transkimmer_at_its_own_speedup(
     assert C.less_model(seeds, "CoLA").startswith("No CoLA")
     assert "not compared" in C.less_model(seeds.assign(learned=False))
     assert "nan" not in text
+    assert seeds.beats_majority.all()                  # every synthetic model beats 50.9%
+    # a side no better than the majority class (on MRPC still 81 F1) wins and ties nothing
+    collapsed = seeds.method == "fewer_layers"
+    seeds = seeds.assign(beats_majority=~collapsed)
+    chance = with_ref(62.5, 10.0)                     # would win, but is at chance
+    assert "1 undecided" in chance and "(the reference at the majority class's level)" in chance
+    seeds = seeds.assign(beats_majority=seeds.setting != "lambda 8")
+    assert "Running less model wins 1," in with_ref(62.5, 10.0)         # a real model beats it
+    assert "(Transkimmer there at the majority class's level)" in with_ref(62.5, 10.0)
+    assert "1 undecided" in with_ref(70.0, 6.5)       # Transkimmer wins only through lambda 8
 
 
 def test_wall_clock_means_say_how_many_seeds_were_timed():

@@ -10,6 +10,7 @@ from effx.transkimmer.data import (bucketed_batches, epoch_batches, load_split, 
 from effx.transkimmer.encoders import load_encoder, save_cut_encoder
 from effx.transkimmer.loss import (distill_loss, fill_ratio, lambda_from_paper, lambda_to_paper,
                                    official_fill_ratio)
+from effx.transkimmer.measure import timing_batches, timing_sets
 from effx.transkimmer.model import SkimBert
 from effx.transkimmer.train import Stage, train_stage
 
@@ -182,3 +183,24 @@ def test_a_non_finite_loss_stops_the_stage_naming_its_step_before_any_checkpoint
         T.train_stage(model, data, stage, state_path=tmp_path / "s.pt", log=lambda m: None,
                       checkpoint_every_s=every_s, curve_every=5)
     assert saved == saved_steps
+
+
+def test_batch_32_is_timed_on_length_sorted_batches_against_random_batches_of_the_same_examples(
+        sst2_lengths):
+    """The unpadded baseline of the batch-32 wall clock: whole batches of the length-sorted split
+    (the padding of sorting it all), and the padded figure from the same examples in random
+    batches; batch 1 times some of the same examples."""
+    lengths = sst2_lengths
+    batches = timing_batches(lengths, 256, 32)
+    assert len(batches) == 8 and all(len(b) == 32 for b in batches)
+    order = np.argsort(lengths, kind="stable")
+    assert all(list(order[order.tolist().index(b[0]):][:32]) == b for b in batches)
+    assert timing_batches(lengths, 256, 32, seed=1) != batches
+    sets = timing_sets(batches, 32, b1_examples=64)
+    examples = sorted(i for b in batches for i in b)
+    assert sorted(i for b in sets["random_b32"] for i in b) == examples
+    assert sets["b32"] == batches and len(sets["b1"]) == 64
+    assert {i for (i,) in sets["b1"]} <= set(examples)
+    real = int(lengths[examples].sum())
+    assert padded_tokens(lengths, sets["b32"]) < 1.05 * real
+    assert padded_tokens(lengths, sets["random_b32"]) > 1.5 * real

@@ -59,6 +59,9 @@ PARAMETERS = {
                                  "(ending with the last) or the first ones"),
     "topk_targets": p.positive_numbers("FLOPs fractions of the top-k pruning references",
                                        default=[0.5]),
+    "freeze_word_embeddings": p.flag("keep the word embeddings frozen in training (a CPU economy: "
+                                     "about half of MiniLM's weights); False trains them, as the "
+                                     "paper does", default=True),
     "max_length": p.positive_int("tokens kept per example", maximum=512, default=128),
     "batch_size": p.positive_int("training batch size", default=32),
     "subset": p.positive_int("training examples (0: the whole training set)", allow_zero=True,
@@ -119,6 +122,7 @@ def jobs(P: dict) -> list[Job]:
             common = dict(task=task, encoder=P["encoder"], seed=seed, subset=P["subset"],
                           max_length=P["max_length"], batch_size=P["batch_size"], lr=P["lr"],
                           epochs=_per_task(P["epochs"], task, 1.0), device=P["device"],
+                          freeze_word_embeddings=P["freeze_word_embeddings"],
                           dev_subset=P["dev_subset"], timing_examples=P["timing_examples"],
                           timing_repeats=P["timing_repeats"])
             stage2 = dict(skim_epochs=_per_task(P["skim_epochs"], task, 1.0), skim_lr=P["skim_lr"])

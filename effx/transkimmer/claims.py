@@ -4,7 +4,7 @@ per-setting frames of ``report`` (``seed_summary``, ``headline``).
 
 The paper's claim that can be checked is its average: 10.97x FLOPs speedup over GLUE for < 1%
 accuracy loss (BERT-base, batch 1, FLOPs counted with skimmed tokens removed, padded baseline).
-Its per-task table is unverified (RESEARCH.md, section 2): it is never quoted beside ours.
+Its per-task table could not be checked against a second source: it is never quoted beside ours.
 """
 from __future__ import annotations
 
@@ -18,13 +18,18 @@ PAPER_MEAN_SPEEDUP = 10.97          # GLUE average, FLOPs (Guan et al. 2022, abs
 PAPER_MAX_LOSS_PCT = 1.0            # "< 1% accuracy loss"
 PAPER_PER_TASK_NOTE = ("The paper's per-task numbers are not quoted: they could not be verified "
                        "(only the 10.97x average and the < 1% loss are).")
-# Published fine-tuned baselines for the encoder's shape (metric x 100, GLUE dev): MiniLM 6x384
-# (22M) in the table of the microsoft/xtremedistil-l6-h384-uncased model card. The same
-# architecture, not the same weights: no GLUE figures are published for all-MiniLM-L6-v2 itself.
+# Published fine-tuned baselines for the encoder's shape (accuracy x 100, GLUE dev): MiniLM 6x384
+# (22M) in the table of the microsoft/xtremedistil-l6-h384-uncased model card, taken from the
+# MiniLM paper (Wang et al. 2020), whose GLUE columns are accuracies (MRPC included: its BERT-base
+# 87.3 is an accuracy, not an F1). The same architecture, not the same weights: no GLUE figures
+# are published for all-MiniLM-L6-v2 itself.
 PUBLISHED_6X384 = {"SST-2": 91.3, "MRPC": 86.6, "RTE": 68.9}
-PUBLISHED_6X384_NOTE = ("`published_6x384_baseline`: a fine-tuned MiniLM of the same shape (6 layers, "
-                        "hidden 384; GLUE dev, from the xtremedistil-l6-h384 model card), not the "
-                        "same weights: no GLUE figures are published for all-MiniLM-L6-v2.")
+PUBLISHED_6X384_NOTE = ("`published_6x384_baseline`: the accuracy of a fine-tuned MiniLM of the same "
+                        "shape (6 layers, hidden 384; GLUE dev, from the xtremedistil-l6-h384 model "
+                        "card), not the same weights: no GLUE figures are published for "
+                        "all-MiniLM-L6-v2. It compares with `baseline_accuracy`, the accuracy of our "
+                        "fine-tuned baseline before any second stage (the `baseline` column is the "
+                        "equal-budget one, in the task's metric: F1 for MRPC).")
 
 def _times(v) -> str:
     """A speedup as text, or 'not measured' (wall clock is timed in its own units, alone)."""
@@ -77,10 +82,20 @@ def target_verdict(head: pd.DataFrame) -> str:
          f"speedup, > 1x, and >= 0.6 of the FLOPs one): {met(wall)}." if timed else
          "Batch-32 wall clock: not measured yet (its units run alone on the machine, after training)."),
         *([path_said] if path_said else []),
+        *([_retrained(r)] if timed and r.get("wall_retrained", 0) else []),
         f"Batch-1 wall-clock speedup {_times(r.wall_b1)}.",
         "Target " + ("met" if acc and flops and wall else
                      "undecided until the wall clock is measured" if acc and flops and not timed
                      else "not met") + "."])
+
+
+def _retrained(r: pd.Series) -> str:
+    """Which of a setting's wall clocks timed other weights than those its accuracy comes from."""
+    return (f"{r.wall_retrained} of the {r.wall_seeds} seeds' wall clocks were timed on a retrain "
+            f"of the model (its checkpoint had been removed) whose training loss drifted from the "
+            f"recorded run's by up to {r.wall_curve_gap:.3f}: skim decisions flipped on the way, "
+            f"so those timings are of weights close to, not identical with, the ones whose "
+            f"accuracy and FLOPs are reported.")
 
 
 def _skim_settings(seeds: pd.DataFrame, task: str) -> pd.DataFrame:
@@ -120,12 +135,14 @@ def paper_table(head: pd.DataFrame) -> pd.DataFrame:
     """The paper's table format for our numbers: task, metric, baseline, Transkimmer, FLOPs speedup,
     padding-alone speedup (the unpadded baseline padded to max_length, as a padded comparison
     would count it). The paper's per-task columns stay empty: unverified (PAPER_PER_TASK_NOTE);
-    beside them, a published baseline of the encoder's shape where one exists (PUBLISHED_6X384)."""
+    beside them, a published baseline accuracy of the encoder's shape where one exists
+    (PUBLISHED_6X384), next to our baseline's accuracy."""
     cols = ["task", "metric", "reference", "value", "flops_speedup", "padding_flops"]
     out = head[cols].rename(columns={"reference": "baseline", "value": "transkimmer",
                                      "padding_flops": "padding_alone_speedup"}).copy()
     out["paper_transkimmer"] = np.nan
     out["paper_speedup"] = np.nan
+    out["baseline_accuracy"] = head["baseline_accuracy"].to_numpy()
     out["published_6x384_baseline"] = out.task.map(PUBLISHED_6X384)
     return out.reset_index(drop=True)
 
@@ -184,17 +201,30 @@ def _versus(r, tk: pd.DataFrame) -> tuple[str, str]:
     if lo.flops_speedup <= s <= hi.flops_speedup:
         d = v - float(np.interp(s, tk.flops_speedup, tk.value))
         who = "par" if abs(d) <= tie else "reference" if d > 0 else "transkimmer"
-        return who, f"{head}: {d:+.1f} points against Transkimmer interpolated to the same speedup"
-    faster = s > hi.flops_speedup                         # else slower than every setting
-    near = hi if faster else lo
-    d = v - near.value
-    if faster:
-        who = "reference" if d >= -tie else "undecided"    # faster and not clearly worse
+        around = tk[(tk.flops_speedup >= tk.flops_speedup[tk.flops_speedup <= s].max())
+                    & (tk.flops_speedup <= tk.flops_speedup[tk.flops_speedup >= s].min())]
+        said = f"{head}: {d:+.1f} points against Transkimmer interpolated to the same speedup"
     else:
-        who = "transkimmer" if d <= tie else "undecided"   # slower and not clearly better
-    return who, (f"{head}: {'faster' if faster else 'slower'} than every Transkimmer setting; "
-                 f"{d:+.1f} points against the {'fastest' if faster else 'slowest'}, "
-                 f"{near.setting} at {near.flops_speedup:.2f}x")
+        faster = s > hi.flops_speedup                     # else slower than every setting
+        near = hi if faster else lo
+        around = tk.loc[[near.name]]
+        d = v - near.value
+        if faster:
+            who = "reference" if d >= -tie else "undecided"    # faster and not clearly worse
+        else:
+            who = "transkimmer" if d <= tie else "undecided"   # slower and not clearly better
+        said = (f"{head}: {'faster' if faster else 'slower'} than every Transkimmer setting; "
+                f"{d:+.1f} points against the {'fastest' if faster else 'slowest'}, "
+                f"{near.setting} at {near.flops_speedup:.2f}x")
+    # a model no better than always answering the majority class wins nothing, nor ties
+    ref_ok, tk_ok = bool(r.beats_majority), bool(around.beats_majority.all())
+    if (who == "reference" and not ref_ok) or (who == "transkimmer" and not tk_ok) or \
+            (who == "par" and not (ref_ok and tk_ok)):
+        who = "undecided"
+    chance = [name for name, ok in (("the reference", ref_ok), ("Transkimmer there", tk_ok)) if not ok]
+    if chance:
+        said += f" ({' and '.join(chance)} at the majority class's level)"
+    return who, said
 
 
 def less_model(seeds: pd.DataFrame, task: str = "SST-2") -> str:
@@ -203,7 +233,9 @@ def less_model(seeds: pd.DataFrame, task: str = "SST-2") -> str:
     at its own FLOPs speedup: the Transkimmer metric there interpolated linearly between the
     settings around it. A reference faster than every setting wins when it is also no more than
     1 point worse than the fastest one; one slower than every setting loses when it is not more
-    than 1 point better than the slowest. Differences of 1 point or less are a tie. Tasks whose
+    than 1 point better than the slowest. Differences of 1 point or less are a tie. A side that
+    does not clearly beat the majority-class predictor (``report.beats_majority``: on MRPC a
+    collapsed model still scores 81 F1) wins nothing and ties nothing: undecided. Tasks whose
     baseline did not learn (``report.summary``'s 'learned') are not compared."""
     tk = _skim_settings(seeds, task)
     refs = seeds[(seeds.task == task) & seeds.method.isin(REFERENCE_METHODS)
@@ -220,4 +252,80 @@ def less_model(seeds: pd.DataFrame, task: str = "SST-2") -> str:
             f"a difference counts beyond 1 point): " + "; ".join(s for _, s in verdicts) + ". "
             f"Running less model wins {count['reference']}, learned skimming wins "
             f"{count['transkimmer']}, {count['par']} tie(s), {count['undecided']} undecided (faster "
-            f"but worse, or slower but better), of {len(verdicts)}.")
+            f"but worse, slower but better, or a side no better than the majority class), of "
+            f"{len(verdicts)}.")
+
+
+def _numbers(values) -> str:
+    return ", ".join(f"{v:g}" for v in sorted(values))
+
+
+def cuts(cov, seeds: pd.DataFrame) -> str:
+    """What the committed plan leaves out of the issue's protocol, and what of the plan is not
+    recorded (markdown bullets), read from the plan's units (``effx.runner.coverage``: one row per
+    planned unit, its key's columns and ``status``) and the per-setting frame (``seed_summary``)."""
+    cov = pd.DataFrame(cov)
+    if cov.empty:
+        return "*No plan to compare with.*"
+    if "measure" not in cov:
+        cov["measure"] = None
+    jobs = cov[cov.measure.isna()]
+    out = []
+    tk = jobs[jobs.method == "transkimmer"]
+    every = set(jobs.seed)
+    grids = []
+    for task, g in tk.groupby("task", sort=False):
+        at = g.groupby("skim_lambda").seed.agg(lambda s: frozenset(s))
+        full = [lam for lam, s in at.items() if s >= every]
+        part = [lam for lam, s in at.items() if not s >= every]
+        grids.append(f"{task}: {_numbers(full) or 'none'} at every seed"
+                     + (f", {_numbers(part)} at seed {_numbers(set().union(*at[part]))} only"
+                        if part else ""))
+    if grids:
+        out.append("Lambdas (ours) run: " + "; ".join(grids) + ". A setting at one seed has no "
+                   "interval over seeds; its difference is judged against the dev set's error.")
+    if len(tk) and {"epochs", "skim_epochs", "init"} <= set(tk):
+        start = ("from it" if set(tk.init) == {"finetuned"} else
+                 f"from {' or '.join(sorted(set(tk.init)))} weights")
+        out.append(f"Budgets: the baseline {_numbers(set(tk.epochs))} epoch(s); Transkimmer "
+                   f"{_numbers(set(tk.skim_epochs))} more {start}, as long as the equal-budget "
+                   "baseline's second stage. The paper trains "
+                   "Transkimmer 3 epochs from the pre-trained encoder; started there, it collapsed "
+                   "on this encoder (findings log, 2026-12-01).")
+    if "predictor_lr" in tk and len(tk):
+        out.append(f"Predictor learning rate(s) of every run above: {_numbers(set(tk.predictor_lr))}"
+                   " (the search above compares rates over a short stage 2; the whole protocol "
+                   "at a second rate was not run).")
+    topk = jobs[jobs.method == "topk_pruning"]
+    if len(topk):
+        out.append("Top-k pruning at FLOPs fractions " + ", ".join(
+            f"{f:.0%}" for f in sorted(set(topk.flops_target), reverse=True)) + " only.")
+    encoders = sorted(set(jobs.encoder))
+    out.append(f"Encoder: {', '.join(encoders)} only. The paper's bert-base is not run here: its "
+               "weights cannot be installed offline on the build machine, and its 12 layers of "
+               "768 need a GPU for a protocol of this size (the README says how to run it).")
+    missing = cov[cov.status == "not run"]
+    if len(missing):
+        kinds = missing.assign(kind=missing.measure.fillna("training")).groupby(
+            ["kind", "method"], sort=False).size()
+        why = []
+        if ("training", "topk_pruning") in kinds.index:
+            why.append("a top-k unit prunes its seed's fine-tuned baseline, whose checkpoint is "
+                       "not committed: where that baseline had to be trained again, it was cut")
+        if "wall_clock" in set(missing.measure):
+            why.append("wall-clock units run alone on the machine, after all training, and were "
+                       "cut where the time ran out")
+        out.append("Planned but not recorded: " + "; ".join(
+            f"{n} {kind.replace('_', '-')} unit(s) of {method}" for (kind, method), n in kinds.items())
+            + (f" ({'; '.join(why)})" if why else "") + ".")
+    failed = cov[~cov.status.isin(["ok", "not run"])]
+    if len(failed):
+        out.append(f"Failed: {len(failed)} unit(s) (their records say why).")
+    if len(seeds):
+        base = seeds[seeds.method == "baseline"]
+        weak = sorted(set(base.task[~base.learned]))
+        if weak:
+            out.append(f"Left out of the comparisons: {', '.join(weak)}, whose baseline did not "
+                       "clearly beat the majority-class predictor (three epochs at this encoder's "
+                       "learning rate; a search per task was not run).")
+    return "\n".join(f"* {s}" for s in out)

@@ -33,10 +33,18 @@ def encoder_path(encoder: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def encoder_depth(encoder: str) -> int | None:
-    """The encoder's number of layers from its config file; None when that is not on disk (a hub
-    name not in the cache)."""
+    """The encoder's number of layers from its config file (in its folder, or in the hub cache for
+    a hub name); None when that is not on disk (a hub name not in the cache)."""
+    path = Path(encoder_path(encoder))
     try:
-        config = json.loads((Path(encoder_path(encoder)) / "config.json").read_text())
+        if path.exists():
+            config_file = path / "config.json"
+        else:
+            from huggingface_hub import try_to_load_from_cache
+            config_file = try_to_load_from_cache(str(encoder), "config.json")
+            if not isinstance(config_file, str):
+                return None
+        config = json.loads(Path(config_file).read_text())
         return int(config["num_hidden_layers"])
     except (OSError, KeyError, TypeError, ValueError):
         return None
