@@ -12,6 +12,7 @@ from effx.transkimmer import claims as C
 from effx.transkimmer import figures as F
 from effx.transkimmer import noise
 from effx.transkimmer import report as R
+from effx.transkimmer import scope as S
 from effx.transkimmer.jobs import LOGITS_TIMED, STATES_TIMED, Job
 
 matplotlib.use("Agg")
@@ -238,11 +239,11 @@ def test_coverage_counts_what_the_plan_has_recorded():
         {"task": "SST-2", "method": "transkimmer", "measure": "removal_paths",
          "unit": "SST-2 transkimmer (seed 1): removal paths", "status": "not run"},
         {"task": "RTE", "method": "baseline", "unit": "RTE baseline (seed 0)", "status": "not run"}])
-    t = R.coverage_table(cov).set_index("task")
+    t = S.coverage_table(cov).set_index("task")
     assert t.loc["SST-2", "jobs"] == "1 of 3" and t.loc["SST-2", "wall clock"] == "0 of 1"
     assert t.loc["SST-2", "failed"] == 1 and t.loc["SST-2", "jobs not yet run"] == "transkimmer 1"
     assert t.loc["RTE", "jobs"] == "0 of 1" and t.loc["RTE", "wall clock"] == "0 of 0"
-    assert R.coverage_table(pd.DataFrame()).empty
+    assert S.coverage_table(pd.DataFrame()).empty
 
 
 def test_the_cuts_are_read_from_the_plan_and_the_records():
@@ -260,14 +261,14 @@ def test_the_cuts_are_read_from_the_plan_and_the_records():
     seeds = R.seed_summary(R.summary(table()))
     weak = seeds.copy()
     weak.loc[weak.method == "baseline", "learned"] = False
-    said = C.cuts(cov, weak)
+    said = S.cuts(cov, weak)
     assert "SST-2: 0.3 at every seed, 0.8, 1.5 at seed 0 only" in said
     assert "learning rate(s) of every run above: 0.0001" in said
     assert "Budgets: the baseline 3 epoch(s); Transkimmer 2 more from it, as long" in said
     assert "Top-k pruning at FLOPs fractions 50% only" in said and "Encoder: minilm only" in said
     assert "3 wall-clock unit(s) of baseline; 1 training unit(s) of transkimmer" in said
     assert "Failed: 1 unit(s)" in said and "Left out of the comparisons: SST-2" in said
-    assert "Left out" not in C.cuts(cov, seeds) and C.cuts([], seeds).startswith("*No plan")
+    assert "Left out" not in S.cuts(cov, seeds) and S.cuts([], seeds).startswith("*No plan")
 
 
 def test_the_committed_plan_is_read_from_its_profile():
@@ -280,7 +281,7 @@ def test_the_committed_plan_is_read_from_its_profile():
     rows = coverage(study, plan, ResultStore(study.name, "no-such-profile"))
     assert len(rows) == len(study.units(plan)) > 0
     assert {r["status"] for r in rows} == {"not run"} and {"task", "method", "unit"} <= set(rows[0])
-    assert R.coverage_table(rows).jobs.iloc[0].startswith("0 of ")
+    assert S.coverage_table(rows).jobs.iloc[0].startswith("0 of ")
 
 
 def test_a_baseline_within_the_dev_sets_noise_of_the_majority_class_has_not_learned():

@@ -299,27 +299,6 @@ def lr_search(seeds: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return table, " ".join(said)
 
 
-def coverage_table(cov) -> pd.DataFrame:
-    """Per task, how much of a profile's plan is recorded: training jobs and wall-clock units done
-    out of planned, and the jobs not yet run (count per method); failures among all units.
-    ``cov``: one row per planned unit with its key's columns, ``unit`` (label) and ``status``
-    (``effx.runner.coverage``)."""
-    cov = pd.DataFrame(cov)
-    if cov.empty:
-        return pd.DataFrame(columns=["task", "jobs", "wall clock", "failed", "jobs not yet run"])
-    if "measure" not in cov:
-        cov["measure"] = None
-    rows = []
-    for task, g in cov.groupby("task", sort=False):        # removal-path timings: neither
-        jobs, clocks = g[g.measure.isna()], g[g.measure.eq("wall_clock")]
-        todo = jobs.method[jobs.status == "not run"].value_counts(sort=False)
-        rows.append({"task": task, "jobs": f"{(jobs.status == 'ok').sum()} of {len(jobs)}",
-                     "wall clock": f"{(clocks.status == 'ok').sum()} of {len(clocks)}",
-                     "failed": int((~g.status.isin(["ok", "not run"])).sum()),
-                     "jobs not yet run": ", ".join(f"{m} {n}" for m, n in todo.items())})
-    return pd.DataFrame(rows)
-
-
 def curves(table: pd.DataFrame) -> pd.DataFrame:
     """Training curves of every trained job, long: task, setting, seed, step, quantity (task loss,
     kept fraction), value."""
