@@ -76,3 +76,15 @@ def test_modules_stay_small():
     long = {str(p.relative_to(REPO)): n for p in (REPO / "effx").rglob("*.py")
             if "kernels" not in p.parts and (n := len(p.read_text().splitlines())) > 330}
     assert not long, f"modules over ~300 lines: {long}"
+
+
+@pytest.mark.parametrize("name", sorted(registry()))
+def test_no_cell_shows_what_glue_returns(name):
+    """``glue_numbers`` glues its values and returns them: as a cell's last expression that dict
+    would be printed into the page (it was, in two chapters), unless the cell's output is
+    removed."""
+    nb = json.loads((NOTEBOOKS_DIR / f"{name}.ipynb").read_text())
+    shown = [src for c in nb["cells"] if c["cell_type"] == "code"
+             and "remove-output" not in c["metadata"].get("tags", [])
+             and (src := "".join(c["source"]).rstrip()).split("\n")[-1].startswith("glue_numbers(")]
+    assert not shown, shown
