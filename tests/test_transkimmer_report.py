@@ -258,17 +258,13 @@ def test_the_cuts_are_read_from_the_plan_and_the_records():
                 unit(Job("RTE", "baseline", seed=seed))]
     cov.append(unit(Job("SST-2", "transkimmer", skim_lambda=1.5), "not run"))
     cov.append(unit(Job("SST-2", "transkimmer", skim_lambda=0.8), "failed"))
-    seeds = R.seed_summary(R.summary(table()))
-    weak = seeds.copy()
-    weak.loc[weak.method == "baseline", "learned"] = False
-    said = S.cuts(cov, weak)
+    said = S.cuts(cov)
     assert "SST-2: 0.3 at every seed, 0.8, 1.5 at seed 0 only" in said
     assert "learning rate(s) of every run above: 0.0001" in said
     assert "Budgets: the baseline 3 epoch(s); Transkimmer 2 more from it, as long" in said
     assert "Top-k pruning at FLOPs fractions 50% only" in said and "Encoder: minilm only" in said
     assert "3 wall-clock unit(s) of baseline; 1 training unit(s) of transkimmer" in said
-    assert "Failed: 1 unit(s)" in said and "Left out of the comparisons: SST-2" in said
-    assert "Left out" not in S.cuts(cov, seeds) and S.cuts([], seeds).startswith("*No plan")
+    assert "Failed: 1 unit(s)" in said and S.cuts([]).startswith("*No plan")
 
 
 def test_the_committed_plan_is_read_from_its_profile():

@@ -201,8 +201,7 @@ def _versus(r, tk: pd.DataFrame) -> tuple[str, str]:
     if lo.flops_speedup <= s <= hi.flops_speedup:
         d = v - float(np.interp(s, tk.flops_speedup, tk.value))
         who = "par" if abs(d) <= tie else "reference" if d > 0 else "transkimmer"
-        around = tk[(tk.flops_speedup >= tk.flops_speedup[tk.flops_speedup <= s].max())
-                    & (tk.flops_speedup <= tk.flops_speedup[tk.flops_speedup >= s].min())]
+        around = pd.concat([tk[tk.flops_speedup <= s].tail(1), tk[tk.flops_speedup >= s].head(1)])
         said = f"{head}: {d:+.1f} points against Transkimmer interpolated to the same speedup"
     else:
         faster = s > hi.flops_speedup                     # else slower than every setting

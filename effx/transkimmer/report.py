@@ -163,7 +163,6 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
         })
     out = pd.DataFrame(rows)
     out["learned"] = beats_majority(out.baseline_accuracy, out.baseline, out)
-    out["beats_majority"] = beats_majority(out.accuracy, out.value, out)
     out["wall_over_flops"] = out.wall_b32 / out.flops_speedup
     return out
 
@@ -205,8 +204,8 @@ def seed_summary(summ: pd.DataFrame) -> pd.DataFrame:
     metric, its change against the reference, speedups and kept fraction; 'seeds'; 'dev_se'
     (the dev set's own sampling error of one run, accuracy only); 'baseline_accuracy' (the
     baseline's mean accuracy, also where the task's metric is another) and 'accuracy' (the
-    setting's own); 'beats_majority' (``beats_majority`` on the seeds' means); 'wall_seeds' (the seeds whose
-    wall clock is measured: the wall-clock means are over these); 'timed_forward' (the removal
+    setting's own); 'beats_majority' (``beats_majority`` on the seeds' means); 'wall_seeds' (the
+    seeds whose wall clock is measured: the wall-clock means are over these); 'timed_forward' (the removal
     paths those wall clocks timed, joined by ' + ' when they differ); 'wall_retrained' (of those
     seeds, how many were timed on a retrain whose loss curve drifted from the recorded run's by more
     than RETRAIN_DRIFT; 'wall_curve_gap' the largest drift); 'has_equal_budget' (False: a

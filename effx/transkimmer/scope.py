@@ -1,10 +1,17 @@
 """What of a profile's plan is recorded, and what the plan leaves out of the issue's protocol:
 the chapter's coverage table and its list of cuts, read from the plan's units
-(``effx.runner.coverage``: one row per planned unit, its key's columns and ``status``) and the
-per-setting frame of ``report.seed_summary``."""
+(``effx.runner.coverage``: one row per planned unit, its key's columns and ``status``)."""
 from __future__ import annotations
 
 import pandas as pd
+
+
+def _frame(cov) -> pd.DataFrame:
+    """The plan's units as a frame, with a ``measure`` column (None: a training job)."""
+    cov = pd.DataFrame(cov)
+    if len(cov) and "measure" not in cov:
+        cov["measure"] = None
+    return cov
 
 
 def coverage_table(cov) -> pd.DataFrame:
@@ -12,11 +19,9 @@ def coverage_table(cov) -> pd.DataFrame:
     out of planned, and the jobs not yet run (count per method); failures among all units.
     ``cov``: one row per planned unit with its key's columns, ``unit`` (label) and ``status``
     (``effx.runner.coverage``)."""
-    cov = pd.DataFrame(cov)
+    cov = _frame(cov)
     if cov.empty:
         return pd.DataFrame(columns=["task", "jobs", "wall clock", "failed", "jobs not yet run"])
-    if "measure" not in cov:
-        cov["measure"] = None
     rows = []
     for task, g in cov.groupby("task", sort=False):        # removal-path timings: neither
         jobs, clocks = g[g.measure.isna()], g[g.measure.eq("wall_clock")]
@@ -32,15 +37,14 @@ def _numbers(values) -> str:
     return ", ".join(f"{v:g}" for v in sorted(values))
 
 
-def cuts(cov, seeds: pd.DataFrame) -> str:
+def cuts(cov) -> str:
     """What the committed plan leaves out of the issue's protocol, and what of the plan is not
     recorded (markdown bullets), read from the plan's units (``effx.runner.coverage``: one row per
-    planned unit, its key's columns and ``status``) and the per-setting frame (``seed_summary``)."""
-    cov = pd.DataFrame(cov)
+    planned unit, its key's columns and ``status``). The tasks left out of the comparisons are
+    said where the comparisons are (``claims``)."""
+    cov = _frame(cov)
     if cov.empty:
         return "*No plan to compare with.*"
-    if "measure" not in cov:
-        cov["measure"] = None
     jobs = cov[cov.measure.isna()]
     out = []
     tk = jobs[jobs.method == "transkimmer"]
@@ -93,11 +97,4 @@ def cuts(cov, seeds: pd.DataFrame) -> str:
     failed = cov[~cov.status.isin(["ok", "not run"])]
     if len(failed):
         out.append(f"Failed: {len(failed)} unit(s) (their records say why).")
-    if len(seeds):
-        base = seeds[seeds.method == "baseline"]
-        weak = sorted(set(base.task[~base.learned]))
-        if weak:
-            out.append(f"Left out of the comparisons: {', '.join(weak)}, whose baseline did not "
-                       "clearly beat the majority-class predictor (three epochs at this encoder's "
-                       "learning rate; a search per task was not run).")
     return "\n".join(f"* {s}" for s in out)
